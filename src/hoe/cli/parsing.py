@@ -1,0 +1,22 @@
+"""Parsing of the CLI's repeated ``NAME=VALUE`` options."""
+
+from __future__ import annotations
+
+from hoe.errors import ConfigError
+
+
+def parse_named(items: list[str], field: str) -> dict[str, str]:
+    """``["a=x", "b=y"]`` -> ``{"a": "x", "b": "y"}``, with clear errors for malformed or repeated names."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"--{field}: got {item!r}. Write NAME=PATH, e.g. --{field} helpful=./helpful-model.")
+        if name in out:
+            raise ConfigError(f"--{field}: name {name!r} is given twice; every NAME must be unique.")
+        out[name] = value
+    return out
+
+
+def parse_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None

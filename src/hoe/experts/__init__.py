@@ -1,0 +1,1 @@
+"""Level 1 of the hierarchy: LoRA experts (task vectors, task-SVD, merging)."""

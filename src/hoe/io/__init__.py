@@ -1,0 +1,1 @@
+"""Reading and writing artifacts: safetensors checkpoints, PEFT adapters, atomic output folders."""

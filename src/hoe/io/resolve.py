@@ -1,0 +1,56 @@
+"""Turn a model argument into a local folder: a folder path, a built-in name, or a Hugging Face id.
+
+The hub is contacted only when the argument is neither a folder nor a built-in name, so everything works with
+``HF_HUB_OFFLINE=1`` as long as local paths or built-ins are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from hoe.errors import CheckpointError
+
+BUILTIN_MODELS: dict[str, Callable[[], Path]] = {}
+"""Built-in model names -> a function that returns (and if needed prepares) their local folder."""
+
+
+def register_builtin_model(name: str) -> Callable[[Callable[[], Path]], Callable[[], Path]]:
+    def deco(fn: Callable[[], Path]) -> Callable[[], Path]:
+        BUILTIN_MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
+    """Return the local folder holding the model or adapter named by ``ref``."""
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path
+    if str(ref) in BUILTIN_MODELS:
+        return BUILTIN_MODELS[str(ref)]()
+    if path.exists():
+        raise CheckpointError(f"--{field}: {str(ref)!r} is a file; pass the folder that holds the model.")
+    looks_like_id = str(ref).count("/") == 1 and not str(ref).startswith((".", "/", "~"))
+    if not looks_like_id:
+        raise CheckpointError(
+            f"--{field}: {str(ref)!r} is not an existing folder, a built-in model "
+            f"({', '.join(sorted(BUILTIN_MODELS)) or 'none registered'}) or a Hugging Face id (owner/name)."
+        )
+    return _download(str(ref), field)
+
+
+def _download(repo_id: str, field: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
+        )
+    except Exception as e:  # the hub raises many kinds: offline, 404, gated, network
+        raise CheckpointError(
+            f"--{field}: could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
+            "Pass a local folder, or check the id and your network (HF_HUB_OFFLINE=1 forbids downloads)."
+        ) from None
+    return Path(folder)
