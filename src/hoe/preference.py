@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Union
 
 import torch
 
 from hoe.errors import PreferenceError, bad_value
 
-PreferenceLike = Union[str, Mapping[str, float], Sequence[float], torch.Tensor]
+PreferenceLike = str | Mapping[str, float] | Sequence[float] | torch.Tensor
 
 
 def parse_preference_text(text: str, field: str = "preference") -> dict[str, float] | list[float]:
@@ -32,7 +31,9 @@ def parse_preference_text(text: str, field: str = "preference") -> dict[str, flo
         raise bad_value(field, text, "Write it like helpful=0.6,harmless=0.4 or 0.6,0.4.", PreferenceError)
     named = ["=" in p for p in items]
     if any(named) and not all(named):
-        raise bad_value(field, text, "Either name every weight (a=0.6,b=0.4) or none (0.6,0.4).", PreferenceError)
+        raise bad_value(
+            field, text, "Either name every weight (a=0.6,b=0.4) or none (0.6,0.4).", PreferenceError
+        )
     try:
         if all(named):
             out: dict[str, float] = {}
@@ -47,8 +48,9 @@ def parse_preference_text(text: str, field: str = "preference") -> dict[str, flo
     except ValueError as e:
         if isinstance(e, PreferenceError):
             raise
-        raise bad_value(field, text, "Every weight must be a number, e.g. helpful=0.6,harmless=0.4.",
-                        PreferenceError) from None
+        raise bad_value(
+            field, text, "Every weight must be a number, e.g. helpful=0.6,harmless=0.4.", PreferenceError
+        ) from None
 
 
 def to_simplex(pref: PreferenceLike, names: Sequence[str], field: str = "preference") -> torch.Tensor:
@@ -58,20 +60,32 @@ def to_simplex(pref: PreferenceLike, names: Sequence[str], field: str = "prefere
     if isinstance(pref, Mapping):
         unknown = [k for k in pref if k not in names]
         if unknown:
-            raise bad_value(field, dict(pref), f"Unknown objective(s) {unknown}; valid names: {list(names)}.",
-                            PreferenceError)
+            raise bad_value(
+                field,
+                dict(pref),
+                f"Unknown objective(s) {unknown}; valid names: {list(names)}.",
+                PreferenceError,
+            )
         values = [float(pref.get(n, 0.0)) for n in names]
     else:
         t = torch.as_tensor(pref, dtype=torch.float64) if not isinstance(pref, torch.Tensor) else pref
         if t.dim() != 1:
-            raise bad_value(field, _short(pref), f"One preference must be a vector of {len(names)} weights.",
-                            PreferenceError)
+            raise bad_value(
+                field,
+                _short(pref),
+                f"One preference must be a vector of {len(names)} weights.",
+                PreferenceError,
+            )
         values = [float(v) for v in t.tolist()]
     return _check(values, names, field, pref)
 
 
-def to_simplex_batch(pref: PreferenceLike | Sequence[PreferenceLike], names: Sequence[str],
-                     batch_size: int | None = None, field: str = "preference") -> torch.Tensor:
+def to_simplex_batch(
+    pref: PreferenceLike | Sequence[PreferenceLike],
+    names: Sequence[str],
+    batch_size: int | None = None,
+    field: str = "preference",
+) -> torch.Tensor:
     """Validate one preference for a whole batch, or one per row; return ``(B, N)`` (or ``(1, N)``) float64.
 
     A single preference gives a ``(1, N)`` tensor that broadcasts over the batch.
@@ -83,17 +97,27 @@ def to_simplex_batch(pref: PreferenceLike | Sequence[PreferenceLike], names: Seq
     else:
         return to_simplex(pref, names, field).unsqueeze(0)  # type: ignore[arg-type]
     if batch_size is not None and len(rows) not in (1, batch_size):
-        raise bad_value(field, f"{len(rows)} preferences", f"Give one preference for the batch or one per row "
-                        f"({batch_size} rows).", PreferenceError)
+        raise bad_value(
+            field,
+            f"{len(rows)} preferences",
+            f"Give one preference for the batch or one per row ({batch_size} rows).",
+            PreferenceError,
+        )
     return torch.stack([to_simplex(r, names, f"{field}[{i}]") for i, r in enumerate(rows)])
 
 
 def _check(values: list[float], names: Sequence[str], field: str, raw: object) -> torch.Tensor:
     if len(values) != len(names):
-        raise bad_value(field, _short(raw), f"Expected {len(names)} weights, one per objective {list(names)}.",
-                        PreferenceError)
+        raise bad_value(
+            field,
+            _short(raw),
+            f"Expected {len(names)} weights, one per objective {list(names)}.",
+            PreferenceError,
+        )
     if any(not math.isfinite(v) for v in values):
-        raise bad_value(field, _short(raw), "Weights must be finite numbers (no NaN or Inf).", PreferenceError)
+        raise bad_value(
+            field, _short(raw), "Weights must be finite numbers (no NaN or Inf).", PreferenceError
+        )
     if any(v < 0 for v in values):
         raise bad_value(field, _short(raw), "Weights must be non-negative.", PreferenceError)
     total = sum(values)

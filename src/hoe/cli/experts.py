@@ -18,30 +18,54 @@ from hoe.io.adapters import read_record
 @app.command()
 def extract(
     base: str = typer.Option(..., help="Base model: a local folder or a Hugging Face id."),
-    tuned: list[str] = typer.Option(..., help="NAME=PATH of a fine-tuned model (folder, hub id or PEFT LoRA "
-                                    "adapter); repeat once per objective."),
-    rank: str = typer.Option(..., help="LoRA rank (int, e.g. 64) or energy fraction to keep (float, e.g. 0.9)."),
+    tuned: list[str] = typer.Option(
+        ...,
+        help="NAME=PATH of a fine-tuned model (folder, hub id or PEFT LoRA "
+        "adapter); repeat once per objective.",
+    ),
+    rank: str = typer.Option(
+        ..., help="LoRA rank (int, e.g. 64) or energy fraction to keep (float, e.g. 0.9)."
+    ),
     out: Path = typer.Option(..., help="Output folder; one PEFT adapter folder per NAME is written inside."),
-    sparsity: float | None = typer.Option(None, help="Fraction of smallest |task vector| entries dropped before "
-                                          "the SVD (default: 0.2 for checkpoints, 0 for LoRA adapters)."),
-    targets: str | None = typer.Option(None, help="Comma-separated module names to adapt (e.g. q_proj,v_proj) "
-                                       "(default: every linear projection inside the transformer blocks)."),
+    sparsity: float | None = typer.Option(
+        None,
+        help="Fraction of smallest |task vector| entries dropped before "
+        "the SVD (default: 0.2 for checkpoints, 0 for LoRA adapters).",
+    ),
+    targets: str | None = typer.Option(
+        None,
+        help="Comma-separated module names to adapt (e.g. q_proj,v_proj) "
+        "(default: every linear projection inside the transformer blocks).",
+    ),
     svd: str = typer.Option("auto", help="auto, full or randomized."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Compress fine-tuned models into LoRA experts with task-SVD (one expert per objective)."""
-    folders = extract_experts(base, parse_named(tuned, "tuned"), parse_rank(rank), out, sparsity,
-                              parse_list(targets), svd, dtype, overwrite)
+    folders = extract_experts(
+        base,
+        parse_named(tuned, "tuned"),
+        parse_rank(rank),
+        out,
+        sparsity,
+        parse_list(targets),
+        svd,
+        dtype,
+        overwrite,
+    )
     for name, folder in folders.items():
         _report(name, folder)
 
 
 @app.command()
 def merge(
-    expert: list[str] = typer.Option(..., help="NAME=DIR of a LoRA expert (PEFT adapter); repeat per expert."),
-    preference: str = typer.Option(..., help="Weights over the --expert names: helpful=0.5,harmless=0.5 or "
-                                   "0.5,0.5. Normalised to sum to 1."),
+    expert: list[str] = typer.Option(
+        ..., help="NAME=DIR of a LoRA expert (PEFT adapter); repeat per expert."
+    ),
+    preference: str = typer.Option(
+        ...,
+        help="Weights over the --expert names: helpful=0.5,harmless=0.5 or 0.5,0.5. Normalised to sum to 1.",
+    ),
     rank: str = typer.Option(..., help="Rank of the merged expert (int) or energy fraction (float)."),
     out: Path = typer.Option(..., help="Output folder for the merged PEFT adapter."),
     method: str = typer.Option("pcb", help="Merge method: pcb, ties or task_arithmetic."),
@@ -56,12 +80,23 @@ def merge(
         if method != "ties":
             raise ConfigError(f"--density: applies to --method ties only, not {method!r}.")
         options["density"] = density
-    folder = merge_experts(parse_named(expert, "expert"), preference, parse_rank(rank), out, method, svd, dtype,
-                           overwrite, **options)
+    folder = merge_experts(
+        parse_named(expert, "expert"),
+        preference,
+        parse_rank(rank),
+        out,
+        method,
+        svd,
+        dtype,
+        overwrite,
+        **options,
+    )
     _report(folder.name, folder)
 
 
 def _report(name: str, folder: Path) -> None:
     record = read_record(folder) or {}
-    typer.echo(f"{name}: {folder}  (rank {record.get('rank')}, energy kept min {record.get('energy_min', 0):.4f} "
-               f"mean {record.get('energy_mean', 0):.4f})")
+    typer.echo(
+        f"{name}: {folder}  (rank {record.get('rank')}, energy kept min {record.get('energy_min', 0):.4f} "
+        f"mean {record.get('energy_mean', 0):.4f})"
+    )

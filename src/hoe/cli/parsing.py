@@ -11,7 +11,9 @@ def parse_named(items: list[str], field: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise ConfigError(f"--{field}: got {item!r}. Write NAME=PATH, e.g. --{field} helpful=./helpful-model.")
+            raise ConfigError(
+                f"--{field}: got {item!r}. Write NAME=PATH, e.g. --{field} helpful=./helpful-model."
+            )
         if name in out:
             raise ConfigError(f"--{field}: name {name!r} is given twice; every NAME must be unique.")
         out[name] = value

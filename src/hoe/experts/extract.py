@@ -63,8 +63,9 @@ def extract(
         check_rank_fits(rank, sources[name].modules)
     with atomic_output_dir(out, overwrite) as tmp:
         for name, src in sources.items():
-            s = validate_sparsity(sparsity if sparsity is not None else
-                                  (DEFAULT_SPARSITY if src.kind == "checkpoint" else 0.0))
+            s = validate_sparsity(
+                sparsity if sparsity is not None else (DEFAULT_SPARSITY if src.kind == "checkpoint" else 0.0)
+            )
             compressed = src.compress(rank, s, svd, progress)
             record = {
                 "format": "hoe-expert/1",
@@ -80,8 +81,14 @@ def extract(
                 "command": command_line(),
                 "versions": versions(),
             }
-            write_adapter(tmp / name, {m: w for m, (w, _) in compressed.items()}, str(base), record,
-                          expert_card(name, record), out_dtype)
+            write_adapter(
+                tmp / name,
+                {m: w for m, (w, _) in compressed.items()},
+                str(base),
+                record,
+                expert_card(name, record),
+                out_dtype,
+            )
     return {name: Path(out) / name for name in tuned}
 
 
@@ -90,12 +97,16 @@ def validate_names(named: Mapping[str, object], field: str) -> None:
         raise ConfigError(f"--{field}: nothing given. Pass at least one NAME=PATH.")
     for name in named:
         if not _NAME.match(name):
-            raise ConfigError(f"--{field}: name {name!r} is not usable as a folder name; use letters, digits, _ . -")
+            raise ConfigError(
+                f"--{field}: name {name!r} is not usable as a folder name; use letters, digits, _ . -"
+            )
 
 
 def validate_sparsity(sparsity: float) -> float:
     if not 0.0 <= sparsity < 1.0:
-        raise ConfigError(f"--sparsity: got {sparsity}. Pass a fraction in [0, 1) of entries to drop (0 = none).")
+        raise ConfigError(
+            f"--sparsity: got {sparsity}. Pass a fraction in [0, 1) of entries to drop (0 = none)."
+        )
     return float(sparsity)
 
 

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from hoe.conventions import Rank
 from hoe.errors import ShapeMismatchError
-from hoe.experts.extract import parse_dtype, check_rank_fits, energy_summary, expert_card, validate_names
+from hoe.experts.extract import check_rank_fits, energy_summary, expert_card, parse_dtype, validate_names
 from hoe.experts.merging import get_merge_method
 from hoe.experts.targets import TargetModule
 from hoe.experts.task_svd import task_svd, validate_rank
@@ -73,8 +73,14 @@ def merge(
             "command": command_line(),
             "versions": versions(),
         }
-        write_adapter(tmp, {m: w for m, (w, _) in compressed.items()}, base, record,
-                      expert_card(Path(out).name, record), out_dtype)
+        write_adapter(
+            tmp,
+            {m: w for m, (w, _) in compressed.items()},
+            base,
+            record,
+            expert_card(Path(out).name, record),
+            out_dtype,
+        )
     return Path(out)
 
 

@@ -73,7 +73,9 @@ def find_target_modules(model: nn.Module, targets: Sequence[str] | None = None) 
 
     found = [m for name, m in linear_modules(model).items() if hit(name)]
     if not found:
-        hint = f"none of {sorted(wanted)} names a linear module" if targets else "no linear module inside blocks"
+        hint = (
+            f"none of {sorted(wanted)} names a linear module" if targets else "no linear module inside blocks"
+        )
         raise ConfigError(f"--targets: {hint}. Pass leaf names such as q_proj,v_proj or full module paths.")
     return found
 

@@ -46,7 +46,9 @@ def validate_rank(rank: Rank, field: str = "rank") -> Rank:
     if isinstance(rank, int) and rank < 1:
         raise ConfigError(f"--{field}: got {rank}. A rank must be >= 1 (or an energy fraction in (0, 1]).")
     if isinstance(rank, float) and not 0.0 < rank <= 1.0:
-        raise ConfigError(f"--{field}: got {rank}. An energy fraction must lie in (0, 1]; an int gives a rank.")
+        raise ConfigError(
+            f"--{field}: got {rank}. An energy fraction must lie in (0, 1]; an int gives a rank."
+        )
     return rank
 
 
@@ -55,28 +57,38 @@ def parse_rank(text: str, field: str = "rank") -> Rank:
     try:
         value: Rank = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
     except ValueError:
-        raise ConfigError(f"--{field}: got {text!r}. Pass an int rank (64) or an energy fraction (0.9).") from None
+        raise ConfigError(
+            f"--{field}: got {text!r}. Pass an int rank (64) or an energy fraction (0.9)."
+        ) from None
     return validate_rank(value, field)
 
 
-def choose_rank(singular_values: torch.Tensor, rank: Rank) -> int:
+def choose_rank(singular_values: torch.Tensor, rank: Rank, max_side: int | None = None) -> int:
     """Number of components to keep: ``rank`` itself, or the smallest k reaching the energy fraction.
 
-    ``singular_values``: (n,) in decreasing order. A zero matrix keeps one (zero) component.
+    ``singular_values``: (n,) in decreasing order; ``max_side``: the matrix's larger side (for the round-off
+    tolerance of fraction 1.0). A zero matrix keeps one (zero) component.
     """
+    n = singular_values.numel()
+    max_side = max_side or n
     if isinstance(rank, int):
-        return min(rank, singular_values.numel())
+        return min(rank, n)
+    if rank >= 1.0:  # everything but round-off: the numerical rank (tolerance as torch.linalg.matrix_rank)
+        tol = singular_values.max() * max_side * torch.finfo(singular_values.dtype).eps
+        return max(1, int((singular_values > tol).sum()))
     energy = singular_values.double().square()
     total = energy.sum()
     if total == 0:
         return 1
     cumulative = torch.cumsum(energy, 0) / total
-    # tolerance: float round-off must not push k past the exact answer (e.g. 0.75 of 3:1 energies)
-    k = int(torch.searchsorted(cumulative, torch.tensor(rank, dtype=cumulative.dtype) - 1e-12).item()) + 1
-    return min(k, singular_values.numel())
+    # tolerance: fp32 round-off in σ must not push k past the exact answer (0.9 of energies 9, 0.9, 0.1)
+    k = int(torch.searchsorted(cumulative, torch.tensor(rank - 1e-6, dtype=cumulative.dtype)).item()) + 1
+    return min(k, n)
 
 
-def task_svd(delta: torch.Tensor, rank: Rank, svd: str = "auto", oversample: int = 10, n_iter: int = 4) -> LowRank:
+def task_svd(
+    delta: torch.Tensor, rank: Rank, svd: str = "auto", oversample: int = 10, n_iter: int = 4
+) -> LowRank:
     """Truncated SVD of ``delta`` (out x in) with the even √S split.
 
     ``svd``: ``"full"`` (exact, ``torch.linalg.svd``), ``"randomized"`` (Halko et al., ``torch.svd_lowrank``,
@@ -96,7 +108,7 @@ def task_svd(delta: torch.Tensor, rank: Rank, svd: str = "auto", oversample: int
         Vh = V.T
     else:
         U, S, Vh = torch.linalg.svd(work, full_matrices=False)
-    k = choose_rank(S, rank)
+    k = choose_rank(S, rank, max(work.shape))
     root = S[:k].sqrt()
     B = U[:, :k] * root  # (out, k)
     A = root[:, None] * Vh[:k]  # (k, in)
@@ -110,8 +122,9 @@ def retruncate(B: torch.Tensor, A: torch.Tensor, rank: Rank) -> LowRank:
 
     B A = Q_b (R_b R_aᵀ) Q_aᵀ with B = Q_b R_b and Aᵀ = Q_a R_a; the core's SVD gives that of B A.
     """
-    Qb, Rb = torch.linalg.qr(B.float())  # (out, r), (r, r)
-    Qa, Ra = torch.linalg.qr(A.float().T)  # (in, r), (r, r)
+    dtype = torch.promote_types(B.dtype, torch.float32)
+    Qb, Rb = torch.linalg.qr(B.to(dtype))  # (out, r), (r, r)
+    Qa, Ra = torch.linalg.qr(A.to(dtype).T)  # (in, r), (r, r)
     core = task_svd(Rb @ Ra.T, rank, svd="full")  # (r, k), (k, r)
     return LowRank(B=(Qb @ core.B).to(B.dtype), A=(core.A @ Qa.T).to(A.dtype), energy=core.energy)
 

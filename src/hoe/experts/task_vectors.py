@@ -49,7 +49,9 @@ class CheckpointTaskVector:
             if m.weight_key not in self.tuned:
                 bad.append(f"{m.weight_key} missing")
             elif self.tuned.shape(m.weight_key) != self.base.shape(m.weight_key):
-                bad.append(f"{m.weight_key} {self.tuned.shape(m.weight_key)} vs base {self.base.shape(m.weight_key)}")
+                bad.append(
+                    f"{m.weight_key} {self.tuned.shape(m.weight_key)} vs base {self.base.shape(m.weight_key)}"
+                )
         if bad:
             more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
             raise ShapeMismatchError(
@@ -67,8 +69,13 @@ class CheckpointTaskVector:
         """task-SVD of every module, after dropping the ``sparsity`` fraction of smallest |τ| globally."""
         threshold = global_threshold(self, sparsity)
         out: Compressed = {}
-        for m, tau in tqdm(self.deltas(), total=len(self.modules), desc=f"task-SVD {self.name}",
-                           unit="module", disable=not progress):
+        for m, tau in tqdm(
+            self.deltas(),
+            total=len(self.modules),
+            desc=f"task-SVD {self.name}",
+            unit="module",
+            disable=not progress,
+        ):
             if threshold is not None:
                 tau = sparsify(tau, threshold)
             lr = task_svd(tau, rank, svd)
@@ -90,9 +97,13 @@ class AdapterTaskVector:
             if m is None:
                 bad.append(f"{module} is not a linear module of --base")
             elif (w.B.shape[0], w.A.shape[1]) != (m.out_features, m.in_features):
-                bad.append(f"{module} delta {(w.B.shape[0], w.A.shape[1])} vs base {(m.out_features, m.in_features)}")
+                bad.append(
+                    f"{module} delta {(w.B.shape[0], w.A.shape[1])} vs base {(m.out_features, m.in_features)}"
+                )
         if bad:
-            raise ShapeMismatchError(f"--{field}: adapter {name!r} does not fit --base: {'; '.join(bad[:3])}.")
+            raise ShapeMismatchError(
+                f"--{field}: adapter {name!r} does not fit --base: {'; '.join(bad[:3])}."
+            )
         self.modules = [skeleton_modules[n] for n in self.weights]
 
     def deltas(self) -> Iterator[tuple[TargetModule, torch.Tensor]]:
@@ -106,8 +117,9 @@ class AdapterTaskVector:
         """
         threshold = global_threshold(self, sparsity)
         out: Compressed = {}
-        for module, w in tqdm(self.weights.items(), desc=f"adapter {self.name}", unit="module",
-                              disable=not progress):
+        for module, w in tqdm(
+            self.weights.items(), desc=f"adapter {self.name}", unit="module", disable=not progress
+        ):
             if threshold is not None:
                 lr = task_svd(sparsify(w.delta(), threshold), rank, svd)
             elif isinstance(rank, int) and rank >= w.rank:
@@ -116,7 +128,6 @@ class AdapterTaskVector:
                 lr = retruncate(w.B, w.A, rank)
             out[module] = (LoraWeights(A=lr.A, B=lr.B, transposed=w.transposed), lr.energy)
         return out
-
 
 
 def global_threshold(source: CheckpointTaskVector | AdapterTaskVector, sparsity: float) -> float | None:

@@ -89,7 +89,7 @@ def read_adapter(folder: str | Path, field: str = "expert") -> dict[str, LoraWei
     cfg = read_adapter_config(folder, field)
     ckpt = Checkpoint(folder, field)
     parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key in ckpt.keys():
+    for key in ckpt:
         m = _KEY.match(key)
         if m is None:
             continue  # e.g. modules_to_save; not part of the low-rank delta
@@ -100,9 +100,13 @@ def read_adapter(folder: str | Path, field: str = "expert") -> dict[str, LoraWei
     for module, ab in parts.items():
         if set(ab) != {"A", "B"}:
             missing = ({"A", "B"} - set(ab)).pop()
-            raise CheckpointError(f"--{field}: module {module!r} in {str(folder)!r} has no lora_{missing} tensor.")
+            raise CheckpointError(
+                f"--{field}: module {module!r} in {str(folder)!r} has no lora_{missing} tensor."
+            )
         r = ab["A"].shape[0]
-        out[module] = LoraWeights(ab["A"], ab["B"] * _scaling(cfg, module, r), bool(cfg.get("fan_in_fan_out")))
+        out[module] = LoraWeights(
+            ab["A"], ab["B"] * _scaling(cfg, module, r), bool(cfg.get("fan_in_fan_out"))
+        )
     return out
 
 
@@ -114,7 +118,9 @@ def read_adapter_config(folder: Path, field: str) -> dict:
         raise CheckpointError(f"--{field}: cannot read {str(path)!r} ({e}).") from None
     if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("use_dora"):
         kind = "DoRA" if cfg.get("use_dora") else cfg.get("peft_type")
-        raise CheckpointError(f"--{field}: {str(folder)!r} is a {kind} adapter; hoe reads plain LoRA adapters.")
+        raise CheckpointError(
+            f"--{field}: {str(folder)!r} is a {kind} adapter; hoe reads plain LoRA adapters."
+        )
     return cfg
 
 
@@ -132,4 +138,3 @@ def _scaling(cfg: dict, module: str, r: int) -> float:
         key = get_pattern_key(list(alpha_pattern), module)
         alpha = alpha_pattern.get(key, alpha)
     return alpha / (r**0.5) if cfg.get("use_rslora") else alpha / r
-

@@ -35,18 +35,24 @@ class Checkpoint:
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"--{self.field}: {index} is not a valid safetensors index ({e}).") from None
+                raise CheckpointError(
+                    f"--{self.field}: {index} is not a valid safetensors index ({e})."
+                ) from None
             return {name: self.folder / fname for name, fname in weight_map.items()}
         files = sorted(self.folder.glob("*.safetensors"))
         if not files:
             pickles = [p.name for p in self.folder.glob("*.bin")] + [p.name for p in self.folder.glob("*.pt")]
-            hint = (f" It holds {pickles}: hoe reads no pickle files; convert with "
-                    "`model.save_pretrained(folder, safe_serialization=True)`." if pickles else "")
+            hint = (
+                f" It holds {pickles}: hoe reads no pickle files; convert with "
+                "`model.save_pretrained(folder, safe_serialization=True)`."
+                if pickles
+                else ""
+            )
             raise CheckpointError(f"--{self.field}: no *.safetensors file in {str(self.folder)!r}.{hint}")
         where: dict[str, Path] = {}
         for f in files:
-            for name in self._open(f).keys():  # type: ignore[attr-defined]
-                where[name] = f
+            names = self._open(f).keys()  # type: ignore[attr-defined]
+            where.update(dict.fromkeys(names, f))
         return where
 
     def _open(self, file: Path):
@@ -63,6 +69,9 @@ class Checkpoint:
     def keys(self) -> list[str]:
         return list(self._where)
 
+    def __iter__(self):
+        return iter(self._where)
+
     def __contains__(self, name: str) -> bool:
         return name in self._where
 
@@ -74,7 +83,9 @@ class Checkpoint:
         try:
             t = self._open(self._file(name)).get_tensor(name)  # type: ignore[attr-defined]
         except SafetensorError as e:
-            raise CheckpointError(f"--{self.field}: cannot read tensor {name!r} ({e}); the file is corrupted.") from None
+            raise CheckpointError(
+                f"--{self.field}: cannot read tensor {name!r} ({e}); the file is corrupted."
+            ) from None
         t = t.to(dtype)
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(
@@ -87,10 +98,14 @@ class Checkpoint:
         try:
             return self._where[name]
         except KeyError:
-            raise CheckpointError(f"--{self.field}: tensor {name!r} is missing from {str(self.folder)!r}.") from None
+            raise CheckpointError(
+                f"--{self.field}: tensor {name!r} is missing from {str(self.folder)!r}."
+            ) from None
 
     def config(self) -> dict:
         path = self.folder / "config.json"
         if not path.is_file():
-            raise CheckpointError(f"--{self.field}: {str(self.folder)!r} has no config.json; pass a model folder.")
+            raise CheckpointError(
+                f"--{self.field}: {str(self.folder)!r} has no config.json; pass a model folder."
+            )
         return json.loads(path.read_text())

@@ -8,7 +8,9 @@ from hoe.experts.merging import register_merge, row_kth
 
 
 @register_merge("ties")
-def ties(deltas: torch.Tensor, weights: torch.Tensor, density: float = 0.2, scale: float = 1.0) -> torch.Tensor:
+def ties(
+    deltas: torch.Tensor, weights: torch.Tensor, density: float = 0.2, scale: float = 1.0
+) -> torch.Tensor:
     """TIES with preference weights.   deltas: (n, ...), weights λ: (n,) -> (...).
 
     1. trim: keep the ``density`` fraction of largest |τ_i| entries of each expert, zero the rest -> τ̂_i;
@@ -26,5 +28,7 @@ def ties(deltas: torch.Tensor, weights: torch.Tensor, density: float = 0.2, scal
     agree = (torch.sign(flat) == elected) & (flat != 0)  # (n, d)
     num = (w * flat * agree).sum(0)
     den = (w * agree).sum(0)
-    merged = torch.where(den > 0, num / den.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros((), dtype=flat.dtype))
+    merged = torch.where(
+        den > 0, num / den.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros((), dtype=flat.dtype)
+    )
     return scale * merged.view(deltas.shape[1:])

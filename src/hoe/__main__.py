@@ -1,0 +1,3 @@
+from hoe.cli import main
+
+main()
