@@ -28,6 +28,8 @@ def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
+    import hoe.backbones  # noqa: F401  (registers the built-in models; lazy: it imports this module)
+
     if str(ref) in BUILTIN_MODELS:
         return BUILTIN_MODELS[str(ref)]()
     if path.exists():

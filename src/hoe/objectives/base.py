@@ -1,0 +1,143 @@
+"""Objectives: what an expert or a router is aligned to (all maximised, see :mod:`hoe.conventions`).
+
+An objective scores a batch of ``(prompt, response)`` pairs, one float per pair, larger is better. Several
+objectives together give the ``n x m`` reward matrix ``R[i, j] = objective_j(prompt_i, response_i)``.
+
+Objectives are built from a *spec* string ``KIND[:ARG]``, optionally named: ``NAME=KIND[:ARG]``:
+
+==============================  ==================================================================
+``relevance``                   cosine of all-MiniLM-L6-v2 embeddings of prompt and response
+``positivity``                  VADER compound sentiment of the response, in [-1, 1]
+``brevity[:MAX_NEW_TOKENS]``    ``1 - tokens(response) / MAX_NEW_TOKENS`` clipped to [0, 1]
+``hf:MODEL[@INDEX]``            output INDEX (default 0) of a sequence-classification reward model
+``judge:MODEL:QUESTION``        ``log p(yes) - log p(no)`` of a causal LM asked QUESTION about the pair
+``py:package.module:function``  any function ``(prompts, responses) -> n floats``
+==============================  ==================================================================
+
+Adding a kind is one small file with a factory decorated by :func:`register_objective`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from hoe.errors import ConfigError
+
+DEFAULT_MAX_NEW_TOKENS = 48
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """Something that scores ``(prompt, response)`` pairs; larger is better."""
+
+    name: str
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Return a float tensor of shape ``(n,)`` for ``n`` pairs."""
+        ...
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """What a factory may use besides its spec argument.
+
+    ``tokenizer``: the policy's tokenizer (``brevity`` counts tokens with it); ``max_new_tokens``: the
+    decoding budget (``brevity``'s default denominator); ``device``: where neural scorers run.
+    """
+
+    tokenizer: Any = None
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    device: str = "cpu"
+
+
+Factory = Callable[[str | None, ObjectiveContext], Objective]
+OBJECTIVES: dict[str, Factory] = {}
+"""Objective kinds -> factory ``(arg or None, context) -> Objective``."""
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def register_objective(kind: str) -> Callable[[Factory], Factory]:
+    """Decorator registering a factory under ``kind`` (the part of a spec before the first ``:``)."""
+
+    def deco(factory: Factory) -> Factory:
+        OBJECTIVES[kind] = factory
+        return factory
+
+    return deco
+
+
+def build_objective(
+    spec: str, context: ObjectiveContext | None = None, field: str = "objective"
+) -> Objective:
+    """Build one objective from ``[NAME=]KIND[:ARG]``; unknown kinds raise :class:`ConfigError`."""
+    import hoe.objectives  # noqa: F401  (registers the built-in kinds)
+
+    name, body = split_name(spec)
+    kind, sep, arg = body.partition(":")
+    if kind not in OBJECTIVES:
+        raise ConfigError(
+            f"--{field}: unknown objective {kind!r} (from {spec!r}). Registered: {', '.join(sorted(OBJECTIVES))}; "
+            "or write hf:MODEL[@INDEX], judge:MODEL:QUESTION or py:package.module:function."
+        )
+    objective = OBJECTIVES[kind](arg if sep else None, context or ObjectiveContext())
+    if name is not None:
+        objective.name = name
+    return objective
+
+
+def build_objectives(
+    specs: Sequence[str], context: ObjectiveContext | None = None, field: str = "objective"
+) -> list[Objective]:
+    """Build several objectives; their names must be unique (give ``NAME=`` to disambiguate)."""
+    objectives = [build_objective(s, context, field) for s in specs]
+    names = [o.name for o in objectives]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"--{field}: objective name(s) {twice} given twice. Prefix a spec with NAME= to rename."
+        )
+    return objectives
+
+
+def split_name(spec: str) -> tuple[str | None, str]:
+    """``"helpful=hf:x"`` -> ``("helpful", "hf:x")``; ``"relevance"`` -> ``(None, "relevance")``.
+
+    Only a prefix that is a plain name counts, so ``=`` inside a judge question is left alone.
+    """
+    head, sep, rest = spec.partition("=")
+    if sep and _NAME.match(head.strip()) and rest.strip():
+        return head.strip(), rest.strip()
+    return None, spec.strip()
+
+
+def score_matrix(objectives: Sequence[Objective], prompts: list[str], responses: list[str]) -> torch.Tensor:
+    """The ``n x m`` reward matrix ``R[i, j] = objectives[j].score(prompts, responses)[i]`` (float32).
+
+    Raises :class:`ConfigError` when an objective returns the wrong shape or a NaN/Inf.
+    """
+    if len(prompts) != len(responses):
+        raise ConfigError(
+            f"got {len(prompts)} prompts but {len(responses)} responses; pass one response per prompt."
+        )
+    n = len(prompts)
+    columns = [check_scores(o.name, o.score(prompts, responses), n) for o in objectives]
+    if not columns:
+        return torch.zeros(n, 0)
+    return torch.stack(columns, dim=1)  # (n, m)
+
+
+def check_scores(name: str, scores: Any, n: int) -> torch.Tensor:
+    t = torch.as_tensor(scores, dtype=torch.float32).detach().cpu()
+    if t.shape != (n,):
+        raise ConfigError(
+            f"objective {name!r} returned shape {tuple(t.shape)} for {n} pairs; it must return {n} floats."
+        )
+    if not torch.isfinite(t).all():
+        raise ConfigError(f"objective {name!r} returned NaN or Inf; scores must be finite numbers.")
+    return t
