@@ -1,0 +1,68 @@
+"""Text in, text out: batched generation with an HoE model at a preference."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hoe.model.hoe_model import HoEModel
+from hoe.preference import PreferenceLike
+
+
+def load_tokenizer(ref: str):
+    """The tokenizer of a base model reference (folder, built-in name or hub id), padded on the left."""
+    from transformers import AutoTokenizer
+
+    from hoe.errors import CheckpointError
+    from hoe.io.resolve import resolve_model_dir
+
+    folder = resolve_model_dir(ref, "base")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"--base: no usable tokenizer in {str(folder)!r} ({e}).") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt directly
+    return tokenizer
+
+
+def generate_text(
+    model: HoEModel,
+    tokenizer,
+    prompts: Sequence[str],
+    preference: PreferenceLike | Sequence[PreferenceLike],
+    chat: bool = False,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+    seed: int | None = 0,
+) -> list[str]:
+    """Generate one response per prompt. ``temperature`` 0 decodes greedily; ``chat`` applies the chat template.
+
+    Sampling is seeded through torch's global generator (``transformers`` takes no generator argument).
+    """
+    texts = list(prompts)
+    if chat:
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in texts
+        ]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
+        else {"do_sample": False}
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    out = model.generate(
+        **batch,
+        preference=preference,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        **sampling,
+    )
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

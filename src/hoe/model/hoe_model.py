@@ -1,0 +1,194 @@
+"""``HoEModel``: any Hugging Face causal LM with its linear projections turned into HoE layers.
+
+One model follows any preference λ at inference, in one forward pass per token (METHOD.md §3):
+preference routing maps λ to convex weights w⁽¹⁾ over the expert anchors (no parameters), router experts turn
+them into per-token mixtures w⁽²⁾(x) in every adapted module, and the LoRA experts realise them.
+
+The preference is an argument of every call (``forward``, ``generate``): one λ for the batch or one per row,
+as a tensor, a list or a ``{objective: weight}`` mapping; never state stored on the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hoe.errors import ConfigError, ShapeMismatchError
+from hoe.experts.targets import linear_modules
+from hoe.io.adapters import LoraWeights
+from hoe.model.context import RoutingContext, routing
+from hoe.model.layer import HoELinear
+from hoe.model.preference_routing import PreferenceRouting
+from hoe.model.router import nearest_experts
+from hoe.preference import PreferenceLike, to_simplex, to_simplex_batch
+
+
+@dataclass
+class ExpertSpec:
+    """A LoRA expert of the bundle: its anchor over the objectives and its provenance record."""
+
+    name: str
+    anchor: tuple[float, ...]
+    record: dict = field(default_factory=dict)
+
+
+@dataclass
+class RouterSpec:
+    """A router expert: its anchor and the names of the LoRA experts it mixes."""
+
+    name: str
+    anchor: tuple[float, ...]
+    experts: tuple[str, ...]
+
+
+class HoEModel(nn.Module):
+    """A base causal LM + E frozen LoRA experts + R router experts + preference routing."""
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        objectives: Sequence[str],
+        experts: Sequence[ExpertSpec],
+        expert_weights: Sequence[dict[str, LoraWeights]],
+        base_ref: str = "",
+    ):
+        super().__init__()
+        if len(objectives) < 2:
+            raise ConfigError(f"--expert: HoE needs at least 2 objectives, got {list(objectives)}.")
+        self.base_model = base_model
+        self.objectives = list(objectives)
+        self.experts = list(experts)
+        self.routers: list[RouterSpec] = []
+        self.base_ref = base_ref
+        for p in base_model.parameters():
+            p.requires_grad_(False)
+        self.layers = self._wrap(expert_weights)
+        self._update_routing()
+
+    def _wrap(self, expert_weights: Sequence[dict[str, LoraWeights]]) -> dict[str, HoELinear]:
+        """Replace every module some expert adapts by an HoE layer holding all experts."""
+        base_linear = linear_modules(self.base_model)
+        names = sorted({m for ws in expert_weights for m in ws})
+        layers: dict[str, HoELinear] = {}
+        for name in names:
+            target = base_linear.get(name)
+            per_expert = [ws.get(name) for ws in expert_weights]
+            for spec, w in zip(self.experts, per_expert):
+                if w is not None and (
+                    target is None
+                    or (w.B.shape[0], w.A.shape[1]) != (target.out_features, target.in_features)
+                ):
+                    found = (
+                        "no such linear module"
+                        if target is None
+                        else f"{target.out_features}x{target.in_features}"
+                    )
+                    raise ShapeMismatchError(
+                        f"--expert: {spec.name!r} adapts {name} as {w.B.shape[0]}x{w.A.shape[1]} but the base model "
+                        f"has {found}. The bundle's base model does not match its experts (pass the right --base)."
+                    )
+            parent_name, _, leaf = name.rpartition(".")
+            parent = self.base_model.get_submodule(parent_name)
+            layers[name] = HoELinear(getattr(parent, leaf), per_expert)
+            setattr(parent, leaf, layers[name])
+        return layers
+
+    # ----- preference routing -------------------------------------------------------------------------------
+    def _update_routing(self) -> None:
+        anchors = [e.anchor for e in self.experts] + [r.anchor for r in self.routers]
+        priority = np.array([0] * len(self.experts) + [1] * len(self.routers))
+        self.preference_routing = PreferenceRouting(np.array(anchors), priority)
+
+    def routing_weights(
+        self, preference: PreferenceLike | Sequence[PreferenceLike], batch_size: int | None = None
+    ) -> torch.Tensor:
+        """w⁽¹⁾ over the anchors (LoRA experts, then routers) for each preference row: (Bw, E + R)."""
+        lam = to_simplex_batch(preference, self.objectives, batch_size)
+        return self.preference_routing.batch_weights(lam)
+
+    def routing_context(
+        self, preference: PreferenceLike | Sequence[PreferenceLike], batch_size: int | None = None
+    ) -> RoutingContext:
+        w1 = self.routing_weights(preference, batch_size)
+        device = self.base_model.get_input_embeddings().weight.device
+        e = len(self.experts)
+        used = torch.nonzero((w1[:, e:] > 0).any(0)).flatten()
+        return RoutingContext(
+            lora=w1[:, :e].float().to(device),
+            routers=w1[:, e:][:, used].float().to(device),
+            router_ids=used.to(device),
+        )
+
+    # ----- calls ----------------------------------------------------------------------------------------------
+    def forward(self, *args, preference: PreferenceLike | Sequence[PreferenceLike], **kwargs):
+        """The base model's forward (same arguments and output, ``.logits`` included) at ``preference``."""
+        with routing(self.routing_context(preference, _batch_size(args, kwargs))):
+            return self.base_model(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, *args, preference: PreferenceLike | Sequence[PreferenceLike], **kwargs):
+        """``transformers`` generation (KV cache, sampling, beams...) at ``preference``."""
+        with routing(self.routing_context(preference, _batch_size(args, kwargs))):
+            return self.base_model.generate(*args, **kwargs)
+
+    # ----- router experts -------------------------------------------------------------------------------------
+    def add_router(
+        self, name: str, anchor: PreferenceLike, experts: Sequence[str] | None = None
+    ) -> RouterSpec:
+        """Add a router expert at ``anchor`` (initialised to a uniform mixture) to every HoE layer.
+
+        ``experts``: the LoRA experts it mixes; default: the N nearest to its anchor (N objectives).
+        """
+        if name in {r.name for r in self.routers}:
+            raise ConfigError(f"--router: a router named {name!r} exists already.")
+        lam = to_simplex(anchor, self.objectives, "router")
+        expert_names = [e.name for e in self.experts]
+        if experts is None:
+            active = nearest_experts(
+                lam, torch.tensor([e.anchor for e in self.experts], dtype=torch.float64), len(self.objectives)
+            )
+        else:
+            unknown = [x for x in experts if x not in expert_names]
+            if unknown or not experts:
+                raise ConfigError(f"--router: unknown experts {unknown}; valid: {expert_names}.")
+            active = torch.tensor([n in experts for n in expert_names])
+        spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
+        for layer in self.layers.values():
+            layer.add_router(active)
+        self.routers.append(spec)
+        self._update_routing()
+        return spec
+
+    def router_parameters(self) -> list[nn.Parameter]:
+        """The only trainable parameters: every router's weight and bias in every HoE layer."""
+        return [p for layer in self.layers.values() for p in (layer.router_weight, layer.router_bias)]
+
+    # ----- persistence (see hoe.model.bundle) -------------------------------------------------------------
+    def save_pretrained(self, bundle_dir: str | Path, overwrite: bool = False) -> Path:
+        from hoe.model.bundle import save_bundle
+
+        return save_bundle(self, bundle_dir, overwrite)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        bundle_dir: str | Path,
+        base: str | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+    ) -> HoEModel:
+        from hoe.model.bundle import load_bundle
+
+        return load_bundle(bundle_dir, base, dtype, device)
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int | None:
+    for t in (*args[:1], kwargs.get("input_ids"), kwargs.get("inputs_embeds")):
+        if isinstance(t, torch.Tensor):
+            return t.shape[0]
+    return None

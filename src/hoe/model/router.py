@@ -1,0 +1,43 @@
+"""Level 2 of the hierarchy: router experts (METHOD.md §2(b).1).
+
+A router expert owns one anchor preference λ⁽ᵉ⁾ and, in every adapted module, a tiny linear map from the
+module's input x to scores over the E LoRA experts. Its output is a valid mixture:
+
+    η(x) = softmax(W x + b)  restricted to the router's active experts (the rest get 0),
+
+initialised with W = 0 and b = 1 (the authors' code), so the initial mixture is uniform over the active
+experts. *Choice:* the authors divide the raw scores by their sum, which stops being a mixture as soon as a
+score turns negative during training; softmax is always non-negative, sums to 1, and is shift-invariant, so the
+b = 1 initialisation keeps its meaning. The R routers of a module are stored stacked, (R, E, in) and (R, E),
+and evaluated in one matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def router_mixture(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, active: torch.Tensor
+) -> torch.Tensor:
+    """η for several routers at once.
+
+    x: (B, T, in); weight: (R, E, in); bias: (R, E); active: (R, E) bool  ->  (B, T, R, E), rows sum to 1.
+    """
+    r, e, d = weight.shape
+    scores = F.linear(x, weight.reshape(r * e, d), bias.reshape(r * e)).unflatten(-1, (r, e))  # (B, T, R, E)
+    scores = scores.masked_fill(~active, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(x.dtype)
+
+
+def nearest_experts(router_anchor: torch.Tensor, expert_anchors: torch.Tensor, k: int) -> torch.Tensor:
+    """The default active set of a router: its k nearest LoRA experts (Euclidean, ties included).
+
+    router_anchor: (N,); expert_anchors: (E, N) -> (E,) bool. With k = N (the paper's choice) a router at an
+    edge midpoint of a 3-objective lattice sees the two vertices and the midpoint itself, for instance.
+    """
+    dist = torch.linalg.vector_norm(expert_anchors - router_anchor, dim=-1)
+    k = min(k, len(dist))
+    cutoff = dist.sort().values[k - 1]
+    return dist <= cutoff + 1e-9
