@@ -84,3 +84,8 @@ def count_a(prompts: list[str], responses: list[str]) -> list[float]:
 
 def wrong_length(prompts: list[str], responses: list[str]) -> list[float]:
     return [0.0]
+
+
+def mean_char_code(prompts: list[str], responses: list[str]) -> list[float]:
+    """A dotted-path objective that varies between random responses: the mean character code / 128."""
+    return [sum(map(ord, r)) / (128 * max(len(r), 1)) for r in responses]

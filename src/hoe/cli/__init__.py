@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from hoe.cli import experts, model  # noqa: E402,F401  (registers the subcommands)
+from hoe.cli import experts, model, training  # noqa: E402,F401  (registers the subcommands)
 
 
 def main() -> None:

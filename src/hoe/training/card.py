@@ -1,0 +1,101 @@
+"""The trained expert on disk: a PEFT adapter folder, its training record and a card.
+
+``<out>/adapter_config.json`` and ``adapter_model.safetensors`` (what ``PeftModel.from_pretrained`` loads),
+``hoe_training.json`` (config, command, versions, per-step curve and its summary) and ``README.md``.
+Each file is written to a temporary name and renamed, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hoe.provenance import command_line, versions
+
+if TYPE_CHECKING:
+    from hoe.training.expert import Run
+
+TRAINING_RECORD = "hoe_training.json"
+CURVE_KEYS = ("reward", "score", "kl", "length")
+
+
+def summarise(history: list[dict], window: int = 10) -> dict:
+    """Mean of each curve over the first and the last ``window`` steps."""
+
+    def mean(rows: list[dict], key: str) -> float | None:
+        return round(sum(r[key] for r in rows) / len(rows), 6) if rows else None
+
+    first, last = history[:window], history[-window:]
+    return {
+        f"{which}{window}_{k}": mean(rows, k)
+        for which, rows in (("first", first), ("last", last))
+        for k in CURVE_KEYS
+    }
+
+
+def write_expert(run: Run) -> Path:
+    """Write the adapter, the record and the card into ``run.config.out``; return that folder."""
+    out = Path(run.config.out)
+    tmp = out / f".adapter.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        run.model.peft_config["default"].base_model_name_or_path = run.config.base
+        run.model.save_pretrained(str(tmp))
+        for file in sorted(tmp.iterdir()):
+            if file.is_file():
+                os.replace(file, out / file.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record = training_record(run)
+    _write_text(out / TRAINING_RECORD, json.dumps(record, indent=1) + "\n")
+    _write_text(out / "README.md", card(record))
+    return out
+
+
+def training_record(run: Run) -> dict:
+    return {
+        "format": "hoe-training/1",
+        "recipe": "rloo-kl-lora",
+        "objective": run.objective.name,
+        "config": asdict(run.config),
+        "steps_done": len(run.history),
+        "summary": summarise(run.history),
+        "command": command_line(),
+        "versions": versions(),
+        "history": run.history,
+    }
+
+
+def card(record: dict) -> str:
+    c, s = record["config"], record["summary"]
+
+    def fmt(key: str) -> str:
+        return "n/a" if s.get(key) is None else f"{s[key]:.4f}"
+
+    return (
+        f"# `hoe` single-objective expert: {record['objective']}\n\n"
+        f"A LoRA adapter (rank {c['lora_rank']}, scaling 1) on `{c['base']}`, trained by RLOO policy gradient with "
+        f"a KL penalty (β = {c['kl_coef']}) to maximise `{c['objective']}`. Load it with\n"
+        "`PeftModel.from_pretrained(base_model, this_folder)`, or compress it with `hoe extract --tuned NAME=this_folder`.\n\n"
+        f"- steps: {record['steps_done']} × {c['batch_prompts']} prompts × {c['samples_per_prompt']} samples, "
+        f"max {c['max_new_tokens']} new tokens, temperature {c['temperature']}, lr {c['lr']}, seed {c['seed']}\n"
+        f"- prompts: `{c['prompts']}` (split `{c['split']}`)\n"
+        f"- objective score, first 10 / last 10 steps: {fmt('first10_score')} -> {fmt('last10_score')}\n"
+        f"- reward (score - β·KL): {fmt('first10_reward')} -> {fmt('last10_reward')}; "
+        f"KL: {fmt('first10_kl')} -> {fmt('last10_kl')}; response tokens: {fmt('first10_length')} -> "
+        f"{fmt('last10_length')}\n"
+        f"- made by: `{record['command']}`\n"
+        f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
+        f"The per-step curve is in `{TRAINING_RECORD}`; `checkpoints/` holds the last training checkpoint "
+        "(for `--resume` with more `--steps`; safe to delete).\n"
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,331 @@
+"""``hoe train-expert``: a single-objective LoRA expert by RLOO policy gradient with a KL penalty.
+
+For each step, ``B`` training prompts (rendered with the chat template) are each sampled ``K`` times at
+temperature τ; every response gets the objective score ``s`` and the KL-penalised reward
+
+    r_i = s_i - β · Σ_t [log π_θ(y_it) - log π_base(y_it)],
+
+where π_base is the same model with the LoRA adapter disabled. The RLOO advantage
+``A_i = r_i - mean_{j≠i} r_j`` (over the K samples of the prompt) weights the policy gradient of
+``L = -(1/BK) Σ_i A_i Σ_t log π_θ(y_it)``, minimised with AdamW on the LoRA parameters only.
+
+Randomness is derived from ``(seed, step)`` (prompt order per epoch, sampling per step), so resuming from
+a checkpoint reproduces an uninterrupted run bit for bit. The result is a standard PEFT adapter folder
+(``lora_alpha = r``, scaling 1) with a card, usable as a "fine-tuned checkpoint" by ``hoe extract``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hoe.errors import CheckpointError, ConfigError, OutputExistsError
+from hoe.objectives import Objective, ObjectiveContext, build_objective
+from hoe.training import rl
+from hoe.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from hoe.training.rollout import Rollout, response_logprobs, sample
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out"}
+"""Config fields that may differ between a run and its resumption."""
+
+
+@dataclass
+class ExpertConfig:
+    """Everything ``train_expert`` needs; field names are the CLI flags (``lora_rank`` -> ``--lora-rank``)."""
+
+    out: str
+    base: str = "smollm2-135m-instruct"
+    objective: str = "relevance"
+    prompts: str = "data/prompts/smol.jsonl"
+    split: str = "train"
+    steps: int = 200
+    seed: int = 0
+    lora_rank: int = 8
+    targets: list[str] | None = None
+    lr: float = 2e-4
+    kl_coef: float = 0.05
+    samples_per_prompt: int = 4
+    batch_prompts: int = 4
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    max_grad_norm: float = 1.0
+    micro_batch: int = 16
+    checkpoint_every: int = 25
+    resume: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        errors = [msg for check in _CHECKS for msg in [check(self)] if msg]
+        if self.resume and self.overwrite:
+            errors.append("--resume and --overwrite: pass one of them, not both.")
+        if errors:
+            raise ConfigError("invalid training options:\n  " + "\n  ".join(errors))
+
+
+def _positive(name: str, what: str):
+    def check(c: ExpertConfig) -> str | None:
+        value = getattr(c, name)
+        return None if value > 0 else f"--{name.replace('_', '-')}: got {value}. Pass a positive {what}."
+
+    return check
+
+
+_CHECKS = [
+    _positive("steps", "number of optimizer steps"),
+    _positive("lora_rank", "LoRA rank, e.g. 8"),
+    _positive("lr", "learning rate, e.g. 2e-4"),
+    _positive("batch_prompts", "number of prompts per step"),
+    _positive("max_new_tokens", "response length budget, e.g. 48"),
+    _positive("temperature", "sampling temperature, e.g. 0.7"),
+    _positive("max_grad_norm", "gradient-norm clip, e.g. 1.0"),
+    _positive("micro_batch", "number of rows per forward pass"),
+    _positive("checkpoint_every", "number of steps between checkpoints"),
+    lambda c: None if c.kl_coef >= 0 else f"--kl-coef: got {c.kl_coef}. Pass a KL weight >= 0, e.g. 0.05.",
+    lambda c: (
+        None
+        if c.samples_per_prompt >= 2
+        else f"--samples-per-prompt: got {c.samples_per_prompt}. RLOO needs at least 2 samples per prompt."
+    ),
+    lambda c: None if str(c.out).strip() else "--out: empty. Pass the folder for the trained adapter.",
+]
+
+
+@dataclass
+class Run:
+    """The live state of a training run."""
+
+    config: ExpertConfig
+    model: Any  # a peft.PeftModel
+    tokenizer: Any
+    objective: Objective
+    prompts: list[str]
+    optimizer: torch.optim.Optimizer
+    start: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- setup
+
+
+def setup(config: ExpertConfig) -> Run:
+    """Load the base model, wrap it with a fresh (seeded) LoRA, build the objective, resume if asked.
+
+    Everything is validated (output folder, prompts, model, objective) before ``--out`` is touched.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    from hoe.backbones import load_causal_lm
+    from hoe.data.prompts import load_prompts
+
+    out = Path(config.out)
+    checkpoints = list_checkpoints(out / "checkpoints") if config.resume else []
+    if not checkpoints:
+        check_output(out, config.overwrite)
+    prompts = [p.text for p in load_prompts(config.prompts, config.split)]
+    model, tokenizer = load_causal_lm(config.base)
+    context = ObjectiveContext(tokenizer=tokenizer, max_new_tokens=config.max_new_tokens)
+    objective = build_objective(config.objective, context)
+    torch.manual_seed(config.seed)  # the LoRA A init
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_rank,  # scaling 1: B @ A is the delta (see hoe.conventions)
+        lora_dropout=0.0,
+        target_modules=config.targets or default_targets(model),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.eval()  # no dropout anywhere: the gradient is taken in eval mode
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    run = Run(config, model, tokenizer, objective, prompts, optimizer)
+    if checkpoints:
+        restore(run, checkpoints[-1])
+    else:
+        fresh_output(out)
+    return run
+
+
+def default_targets(model) -> list[str] | None:
+    """q/k/v/o projections when the model has them (Llama, Mistral, Qwen...), else PEFT's default."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    return list(DEFAULT_TARGETS) if set(DEFAULT_TARGETS) <= names else None
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(
+            f"--out: {str(out)!r} exists and is not empty. Pass --resume to continue its training, "
+            "--overwrite to start again, or another --out."
+        )
+
+
+def fresh_output(out: Path) -> None:
+    """Empty (or create) ``out``; only called after ``check_output`` allowed it."""
+    if out.is_dir():
+        shutil.rmtree(out)
+    elif out.exists():
+        out.unlink()
+    out.mkdir(parents=True)
+
+
+def restore(run: Run, folder: Path) -> None:
+    """Load LoRA weights, optimizer state and history from a checkpoint made with a compatible config."""
+    tensors, optimizer_state, state = load_checkpoint(folder)
+    check_compatible(state.get("config", {}), asdict(run.config), folder)
+    trainable = run.trainable
+    if set(tensors) != set(trainable):
+        raise CheckpointError(f"--resume: {str(folder)!r} holds other LoRA parameters than this run creates.")
+    with torch.no_grad():
+        for name, p in trainable.items():
+            p.copy_(tensors[name])
+    run.optimizer.load_state_dict(optimizer_state)
+    run.start, run.history = int(state["step"]), list(state.get("history", []))
+
+
+def check_compatible(saved: dict, current: dict, folder: Path) -> None:
+    diffs = [k for k in current if k not in RESUMABLE and k in saved and saved[k] != current[k]]
+    if diffs:
+        detail = "; ".join(
+            f"--{k.replace('_', '-')}: checkpoint {saved[k]!r}, now {current[k]!r}" for k in diffs
+        )
+        raise CheckpointError(
+            f"--resume: {str(folder)!r} was made with other options ({detail}). Pass the same values, or "
+            "--overwrite to start again."
+        )
+
+
+# ---------------------------------------------------------------- one step, as phases
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts`` (e.g. ``(seed, "sample", step)``), stable across runs and platforms."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+    return int(digest[:16], 16) & (2**63 - 1)
+
+
+@lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    g = torch.Generator().manual_seed(derived_seed(seed, "order", epoch))
+    return torch.randperm(n, generator=g).tolist()
+
+
+def step_prompts(prompts: list[str], config: ExpertConfig, step: int) -> list[str]:
+    """Prompts of ``step``: a fresh seeded permutation of the prompt set per epoch, read in order."""
+    first = step * config.batch_prompts
+    picked = []
+    for pos in range(first, first + config.batch_prompts):
+        epoch, i = divmod(pos, len(prompts))
+        picked.append(prompts[_epoch_order(config.seed, epoch, len(prompts))[i]])
+    return picked
+
+
+def rollout(run: Run, step: int) -> Rollout:
+    c = run.config
+    prompts = step_prompts(run.prompts, c, step)
+    seed = derived_seed(c.seed, "sample", step)
+    return sample(
+        run.model, run.tokenizer, prompts, c.samples_per_prompt, c.max_new_tokens, c.temperature, seed
+    )
+
+
+def score(run: Run, batch: Rollout) -> torch.Tensor:
+    """Objective scores, (n,)."""
+    from hoe.objectives.base import check_scores
+
+    return check_scores(run.objective.name, run.objective.score(batch.prompts, batch.responses), batch.n)
+
+
+@torch.no_grad()
+def base_logprobs(run: Run, batch: Rollout) -> torch.Tensor:
+    """``Σ_t log π_base(y_t)`` per response, (n,): the same model with the adapter disabled."""
+    with run.model.disable_adapter():
+        return torch.cat([_seq_logp(run, part) for part in chunks(batch, run.config)])
+
+
+def _seq_logp(run: Run, batch: Rollout) -> torch.Tensor:
+    return rl.masked_sum(response_logprobs(run.model, batch, run.config.temperature), batch.response_mask)
+
+
+def chunks(batch: Rollout, config: ExpertConfig) -> list[Rollout]:
+    """Micro-batches made of whole prompt groups (so each holds complete RLOO groups)."""
+    k = config.samples_per_prompt
+    size = max(k, config.micro_batch // k * k)
+    return [batch.rows(i, i + size) for i in range(0, batch.n, size)]
+
+
+def update(run: Run, batch: Rollout, scores: torch.Tensor, logp_base: torch.Tensor) -> dict[str, float]:
+    """Per micro-batch: policy log-probs (with grad), KL-penalised rewards, RLOO advantages, backward;
+    then one clipped AdamW step. Returns the step's metrics."""
+    c, n = run.config, batch.n
+    run.optimizer.zero_grad(set_to_none=True)
+    rewards, kls, start = [], [], 0
+    for part in chunks(batch, c):
+        stop = start + part.n
+        logp = _seq_logp(run, part)  # (b,) with grad
+        reward, kl = rl.kl_penalised_reward(
+            scores[start:stop], logp.detach(), logp_base[start:stop], c.kl_coef
+        )
+        advantages = rl.rloo_advantages(reward, c.samples_per_prompt)
+        rl.policy_gradient_loss(logp, advantages, n).backward()
+        rewards.append(reward)
+        kls.append(kl)
+        start = stop
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(run.trainable.values()), c.max_grad_norm)
+    run.optimizer.step()
+    return {
+        "reward": torch.cat(rewards).mean().item(),
+        "score": scores.mean().item(),
+        "kl": torch.cat(kls).mean().item(),
+        "length": batch.response_mask.sum(-1).mean().item(),
+        "grad_norm": float(grad_norm),
+    }
+
+
+def train_step(run: Run, step: int) -> dict[str, float]:
+    batch = rollout(run, step)
+    scores = score(run, batch)
+    metrics = update(run, batch, scores, base_logprobs(run, batch))
+    return {"step": step + 1, **{k: round(v, 6) for k, v in metrics.items()}}
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train_expert(config: ExpertConfig, progress: bool = True) -> Path:
+    """Train the expert described by ``config``; return the adapter folder (``config.out``)."""
+    from tqdm.auto import tqdm
+
+    from hoe.training.card import write_expert
+
+    run = setup(config)
+    bar = tqdm(range(run.start, config.steps), initial=run.start, total=config.steps, disable=not progress)
+    for step in bar:
+        metrics = train_step(run, step)
+        run.history.append(metrics)
+        bar.set_postfix(
+            score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.3f}", len=f"{metrics['length']:.0f}"
+        )
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            checkpoint(run, step + 1)
+    return write_expert(run)
+
+
+def checkpoint(run: Run, step: int) -> Path:
+    state = {
+        "config": asdict(run.config),
+        "history": run.history,
+        "rng": "none saved: sampling and prompt order are derived from (seed, step)",
+    }
+    tensors = {n: p.detach() for n, p in run.trainable.items()}
+    return save_checkpoint(Path(run.config.out) / "checkpoints", step, tensors, run.optimizer, state)

@@ -1,0 +1,104 @@
+"""Sampling responses from a causal LM and scoring their tokens (the rollout phase of RL).
+
+Prompts are rendered with the tokenizer's chat template (one user turn plus the generation prompt); a
+tokenizer without a template gets ``prompt + "\\n"``. Each prompt is sampled ``K`` times with pure
+temperature sampling (no top-k / top-p), seeded, from the left-padded batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hoe.training.rl import response_mask, token_logprobs
+
+
+@dataclass
+class Rollout:
+    """``n = B * K`` sampled responses, rows prompt-major (the K samples of a prompt are adjacent)."""
+
+    prompt_ids: torch.Tensor  # (n, P) left-padded prompt tokens
+    prompt_mask: torch.Tensor  # (n, P)
+    response_ids: torch.Tensor  # (n, T) generated tokens, padded after the end of each response
+    response_mask: torch.Tensor  # (n, T) 1 up to and including the first EOS
+    prompts: list[str]  # (n,) the raw prompt of each row
+    responses: list[str]  # (n,) decoded responses, special tokens removed
+
+    @property
+    def n(self) -> int:
+        return self.response_ids.shape[0]
+
+    def rows(self, start: int, stop: int) -> Rollout:
+        return Rollout(
+            self.prompt_ids[start:stop],
+            self.prompt_mask[start:stop],
+            self.response_ids[start:stop],
+            self.response_mask[start:stop],
+            self.prompts[start:stop],
+            self.responses[start:stop],
+        )
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        chat = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    return prompt + "\n"
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's generation-config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids |= set(configured) if isinstance(configured, list) else {configured}
+    return sorted(i for i in ids if i is not None)
+
+
+@torch.no_grad()
+def sample(
+    model, tokenizer, prompts: list[str], k: int, max_new_tokens: int, temperature: float, seed: int
+) -> Rollout:
+    """Generate ``k`` responses per prompt, seeded by ``seed`` (the global torch RNG is reset to it)."""
+    from transformers import GenerationConfig
+
+    rows = [p for p in prompts for _ in range(k)]  # prompt-major
+    tokenizer.padding_side = "left"
+    with_template = bool(getattr(tokenizer, "chat_template", None))
+    enc = tokenizer(
+        [render_prompt(tokenizer, p) for p in rows],
+        padding=True,
+        add_special_tokens=not with_template,
+        return_tensors="pt",
+    )
+    eos = eos_ids(model, tokenizer)
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos,
+    )
+    torch.manual_seed(seed)
+    out = model.generate(**enc, generation_config=config)  # (n, P + T)
+    generated = out[:, enc["input_ids"].shape[1] :]  # (n, T)
+    mask = response_mask(generated, eos)
+    texts = [
+        tokenizer.decode(g[: int(m.sum())], skip_special_tokens=True).strip() for g, m in zip(generated, mask)
+    ]
+    return Rollout(enc["input_ids"], enc["attention_mask"], generated, mask, rows, texts)
+
+
+def response_logprobs(model, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """``log π(y_t | x, y_<t)`` of each generated token, (n, T), with gradients if enabled.
+
+    Positions follow the attention mask (left padding), as during generation.
+    """
+    ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)  # (n, P + T)
+    mask = torch.cat([rollout.prompt_mask, rollout.response_mask.long()], dim=1)  # (n, P + T)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    t = rollout.response_ids.shape[1]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=t + 1).logits
+    return token_logprobs(logits[:, :-1], rollout.response_ids, temperature)  # (n, T)
