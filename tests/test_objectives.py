@@ -8,6 +8,7 @@ import torch
 from hoe.errors import ConfigError
 from hoe.objectives import OBJECTIVES, ObjectiveContext, build_objective, build_objectives, score_matrix
 from hoe.objectives.base import split_name
+
 from tiny_lm import char_tokenizer, save_tiny_causal_lm, save_tiny_classifier
 
 
