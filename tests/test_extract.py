@@ -139,3 +139,23 @@ def test_peft_adapter_is_passed_through_or_retruncated(tmp_path):
         torch.testing.assert_close(
             w.delta().double(), U[:, :2] @ torch.diag(S[:2]) @ Vh[:2], atol=1e-5, rtol=0
         )
+
+
+def test_sharded_checkpoints_are_read_through_their_index(tmp_path):
+    base = build_model("llama")
+    base.save_pretrained(tmp_path / "base", max_shard_size="20KB")
+    modules = find_target_modules(base)
+    deltas = {m.name: low_rank(m.out_features, m.in_features, 1, i) for i, m in enumerate(modules)}
+    add_deltas(build_model("llama"), deltas).save_pretrained(tmp_path / "tuned", max_shard_size="20KB")
+    assert (tmp_path / "tuned" / "model.safetensors.index.json").is_file()
+    assert len(list((tmp_path / "tuned").glob("*.safetensors"))) > 1
+    adapter = extract(
+        str(tmp_path / "base"),
+        {"x": tmp_path / "tuned"},
+        rank=1,
+        out=tmp_path / "e",
+        sparsity=0.0,
+        progress=False,
+    )["x"]
+    for name, w in read_adapter(adapter).items():
+        torch.testing.assert_close(w.delta(), deltas[name], atol=1e-5, rtol=0)
