@@ -23,12 +23,14 @@ class RoutingContext:
 
     ``lora``: (Bw, E) weights of the anchors that are LoRA experts (each contributes its one-hot vector);
     ``routers``: (Bw, R_active) weights of the router experts that are used by some row; ``router_ids``: their
-    indices. Bw is 1 (one λ for the batch) or the batch size (one λ per row).
+    indices; ``active_experts``: the LoRA experts any of them can reach, the only ones computed. Bw is 1 (one λ
+    for the batch) or the batch size (one λ per row).
     """
 
     lora: torch.Tensor
     routers: torch.Tensor
     router_ids: torch.Tensor
+    active_experts: torch.Tensor  # (E',) sorted: experts some row can reach (LoRA anchors or used routers)
     _memo: dict = field(default_factory=dict, repr=False)
 
     def rows(self, tensor_name: str, batch: int) -> torch.Tensor:

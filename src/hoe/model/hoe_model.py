@@ -64,6 +64,7 @@ class HoEModel(nn.Module):
         self.objectives = list(objectives)
         self.experts = list(experts)
         self.routers: list[RouterSpec] = []
+        self._router_masks = torch.zeros(0, len(self.experts), dtype=torch.bool)  # (R, E) experts per router
         self.base_ref = base_ref
         for p in base_model.parameters():
             p.requires_grad_(False)
@@ -118,10 +119,12 @@ class HoEModel(nn.Module):
         device = self.base_model.get_input_embeddings().weight.device
         e = len(self.experts)
         used = torch.nonzero((w1[:, e:] > 0).any(0)).flatten()
+        reachable = (w1[:, :e] > 0).any(0) | self._router_masks[used].any(0)  # (E,)
         return RoutingContext(
             lora=w1[:, :e].float().to(device),
             routers=w1[:, e:][:, used].float().to(device),
             router_ids=used.to(device),
+            active_experts=torch.nonzero(reachable).flatten().to(device),
         )
 
     # ----- calls ----------------------------------------------------------------------------------------------
@@ -160,6 +163,7 @@ class HoEModel(nn.Module):
         spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
         for layer in self.layers.values():
             layer.add_router(active)
+        self._router_masks = torch.cat([self._router_masks, active.bool()[None]])
         self.routers.append(spec)
         self._update_routing()
         return spec

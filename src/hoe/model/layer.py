@@ -14,6 +14,8 @@ Experts may have different ranks; an expert absent from this module has zero row
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,6 +23,21 @@ from torch import nn
 from hoe.io.adapters import LoraWeights
 from hoe.model.context import RoutingContext, current_routing
 from hoe.model.router import router_mixture
+
+
+@dataclass
+class CallPlan:
+    """One layer's factors and gates for one call: the reachable experts' rank rows only (r of Σr)."""
+
+    A: torch.Tensor  # (r, in)
+    B: torch.Tensor  # (out, r)
+    where: torch.Tensor  # (r,) position of each rank row's expert among the reachable ones
+    lora_gate: torch.Tensor  # (B, 1, E') weights of LoRA-expert anchors
+    rank_gate: torch.Tensor | None = None  # (B, 1, r) when no router is used
+    router_weight: torch.Tensor | None = None  # (R, E', in)
+    router_bias: torch.Tensor | None = None  # (R, E')
+    router_mask: torch.Tensor | None = None  # (R, E') bool
+    router_mix: torch.Tensor | None = None  # (B, R) w⁽¹⁾ of the routers
 
 
 class HoELinear(nn.Module):
@@ -34,7 +51,7 @@ class HoELinear(nn.Module):
         self.out_features, self.in_features = weight.shape[::-1] if self.transposed else weight.shape
         self.num_experts = len(experts)
         ranks = [0 if w is None else w.rank for w in experts]
-        self.layout = tuple(ranks)  # modules with the same rank layout share an expanded gate per call
+        self.layout = tuple(ranks)
         present = [w for w in experts if w is not None]
         a = torch.cat([w.A for w in present]) if present else weight.new_zeros(0, self.in_features)
         b = torch.cat([w.B for w in present], 1) if present else weight.new_zeros(self.out_features, 0)
@@ -57,29 +74,57 @@ class HoELinear(nn.Module):
         ctx = current_routing()
         if ctx is None:
             raise RuntimeError("HoELinear called outside HoEModel.forward/generate: no preference is set.")
-        if self.lora_A.shape[0] == 0:
+        plan = ctx.memo(("plan", id(self), x.shape[0], x.dtype), lambda: self.plan(ctx, x.shape[0], x.dtype))
+        if plan.A.shape[0] == 0:
             return y
-        gate = self.rank_gate(x, ctx)  # (B, 1 or T, Σr)
-        h = F.linear(x, self.lora_A) * gate
-        return y + F.linear(h, self.lora_B)
+        if plan.router_weight is None:
+            gate = plan.rank_gate  # (B, 1, r): the same for every token
+        else:
+            eta = router_mixture(x, plan.router_weight, plan.router_bias, plan.router_mask)  # (B, T, R, E')
+            mixed = plan.lora_gate + (plan.router_mix[:, None, :, None] * eta).sum(-2)  # (B, T, E')
+            gate = mixed[..., plan.where]  # (B, T, r)
+        h = F.linear(x, plan.A) * gate
+        return y + F.linear(h, plan.B)
+
+    def plan(self, ctx: RoutingContext, batch: int, dtype: torch.dtype) -> CallPlan:
+        """What this call needs, computed once per call (``generate`` reuses it for every new token).
+
+        Only the experts the call can reach are kept (E' of E: those with a LoRA-anchor weight or in a used
+        router's active set), so their rank rows alone are multiplied: a λ inside one Delaunay cell of a
+        3-objective lattice touches 3 of 6 experts and costs half the LoRA work.
+        """
+        active = ctx.active_experts  # (E',) sorted expert indices
+        if active.numel() == self.num_experts:
+            a, b, where = self.lora_A, self.lora_B, self.rank_owner
+        else:
+            rows = torch.isin(self.rank_owner, active).nonzero().flatten()
+            a, b = self.lora_A[rows], self.lora_B[:, rows]
+            where = torch.searchsorted(active, self.rank_owner[rows])  # rank row -> position in `active`
+        lora_gate = ctx.rows("lora", batch)[:, active].to(dtype)[:, None, :]  # (B, 1, E')
+        if ctx.router_ids.numel() == 0:
+            return CallPlan(a, b, where, lora_gate, rank_gate=lora_gate[..., where])
+        ids = ctx.router_ids
+        return CallPlan(
+            a,
+            b,
+            where,
+            lora_gate,
+            router_weight=self.router_weight[ids][:, active],  # (R, E', in)
+            router_bias=self.router_bias[ids][:, active],
+            router_mask=self.router_active[ids][:, active],
+            router_mix=ctx.rows("routers", batch).to(dtype),  # (B, R)
+        )
 
     def expert_gate(self, x: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
-        """w⁽²⁾(x): (B, T, E) with routers in use, else (B, 1, E) (the same for every token)."""
-        batch = x.shape[0]
-        gate = ctx.rows("lora", batch)[:, None, :].to(x.dtype)  # (B, 1, E)
-        if ctx.router_ids.numel() == 0:
-            return gate
-        ids = ctx.router_ids
-        eta = router_mixture(x, self.router_weight[ids], self.router_bias[ids], self.router_active[ids])
-        w = ctx.rows("routers", batch).to(x.dtype)  # (B, R_active)
-        return gate + (w[:, None, :, None] * eta).sum(-2)  # (B, T, E)
-
-    def rank_gate(self, x: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
-        """The expert gate repeated over each expert's rank rows: (B, 1 or T, Σr)."""
-        if ctx.router_ids.numel() == 0:  # token-independent: compute once per call and rank layout
-            key = ("rank_gate", self.layout, x.shape[0], x.dtype)
-            return ctx.memo(key, lambda: self.expert_gate(x, ctx)[..., self.rank_owner])
-        return self.expert_gate(x, ctx)[..., self.rank_owner]
+        """w⁽²⁾(x) over all E experts: (B, 1 or T, E) (for inspection and tests, not the hot path)."""
+        plan = self.plan(ctx, x.shape[0], x.dtype)
+        gate = plan.lora_gate
+        if plan.router_weight is not None:
+            eta = router_mixture(x, plan.router_weight, plan.router_bias, plan.router_mask)
+            gate = gate + (plan.router_mix[:, None, :, None] * eta).sum(-2)
+        full = gate.new_zeros(*gate.shape[:-1], self.num_experts)
+        full[..., ctx.active_experts] = gate
+        return full
 
     def add_router(self, active: torch.Tensor) -> None:
         """Append one router (W = 0, b = 1: uniform over ``active`` (E,) bool experts)."""
