@@ -79,16 +79,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     base = load_base_model(SMOLLM2)
-    model = hoe_model(args.rank)
+    model, routed = hoe_model(args.rank, router=False), hoe_model(args.rank, router=True)
     g = torch.Generator().manual_seed(1)
-    rows_pref = torch.distributions.Dirichlet(torch.ones(3)).sample((8,))
+    torch.manual_seed(1)
+    any_pref = torch.distributions.Dirichlet(torch.ones(3)).sample((8,)).tolist()
+    cell = torch.tensor([ANCHORS[0], ANCHORS[3], ANCHORS[4]])  # the cell of (0.6, 0.25, 0.15)
+    cell_pref = (torch.distributions.Dirichlet(torch.ones(3)).sample((8,)) @ cell).tolist()
     variants = {
         "base": lambda ids, **kw: base.generate(ids, **kw),
-        "hoe_one": lambda ids, **kw: model.generate(ids, preference=[0.5, 0.3, 0.2], **kw),
-        "hoe_rows": lambda ids, **kw: model.generate(
-            ids, preference=rows_pref[: ids.shape[0]].tolist(), **kw
-        ),
-        "hoe_router": lambda ids, **kw: model.generate(ids, preference=[1 / 3, 1 / 3, 1 / 3], **kw),
+        "hoe_one": lambda ids, **kw: model.generate(ids, preference=[0.6, 0.25, 0.15], **kw),
+        "hoe_rows_cell": lambda ids, **kw: model.generate(ids, preference=cell_pref[: ids.shape[0]], **kw),
+        "hoe_rows_any": lambda ids, **kw: model.generate(ids, preference=any_pref[: ids.shape[0]], **kw),
+        "hoe_router": lambda ids, **kw: routed.generate(ids, preference=[1 / 3, 1 / 3, 1 / 3], **kw),
     }
     results: dict[str, dict[str, float]] = {}
     for batch in (1, 8):
