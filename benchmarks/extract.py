@@ -115,7 +115,8 @@ def run_peft(base: Path, tuned: Path, rank: int) -> dict:
                 layer.lora_B["full"].weight.copy_(torch.eye(out_f))
     del deltas
     start = time.perf_counter()
-    model.add_weighted_adapter(["full"], [1.0], "svd", combination_type="svd", svd_rank=rank)
+    # PEFT silently falls back to a linear copy (no SVD) for a single adapter, so pass it twice at 0.5 each
+    model.add_weighted_adapter(["full", "full"], [0.5, 0.5], "svd", combination_type="svd", svd_rank=rank)
     end = time.perf_counter()
     return {"seconds": end - start_total, "svd_call_seconds": end - start}
 
