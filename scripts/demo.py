@@ -71,10 +71,10 @@ def main() -> None:
     else:
         print("single-objective models: NONE TRAINED YET - random stand-in adapters (outputs are not aligned)")
         tuned = stand_in_adapters(work / "stand-ins")
-    experts = extract(SMOLLM2, tuned, rank=args.rank, out=work / "experts", overwrite=True)
+    experts = extract(SMOLLM2, tuned, rank=args.rank, out=work / "experts", overwrite=True, progress=False)
     for a, b in itertools.combinations(OBJECTIVES, 2):
-        experts[f"{a}+{b}"] = merge({a: experts[a], b: experts[b]}, {a: 0.5, b: 0.5}, rank=args.rank,
-                                    out=work / "merged" / f"{a}+{b}", method="pcb", overwrite=True)
+        experts[f"{a}-{b}"] = merge({a: experts[a], b: experts[b]}, {a: 0.5, b: 0.5}, rank=args.rank,
+                                    out=work / "merged" / f"{a}-{b}", method="pcb", overwrite=True, progress=False)
     bundle = build(SMOLLM2, experts, work / "bundle", overwrite=True)
     print(f"bundle: {bundle}  ({time.perf_counter() - start:.0f} s so far)")
 
