@@ -29,16 +29,18 @@ def load_tokenizer(ref: str):
 
 
 def generate_text(
-    model: HoEModel,
+    model: HoEModel | torch.nn.Module,
     tokenizer,
     prompts: Sequence[str],
-    preference: PreferenceLike | Sequence[PreferenceLike],
+    preference: PreferenceLike | Sequence[PreferenceLike] | None,
     chat: bool = False,
     max_new_tokens: int = 48,
     temperature: float = 0.7,
     seed: int | None = 0,
 ) -> list[str]:
     """Generate one response per prompt. ``temperature`` 0 decodes greedily; ``chat`` applies the chat template.
+
+    ``model`` is an :class:`HoEModel` (then ``preference`` is required) or any causal LM (``preference=None``).
 
     Sampling is seeded through torch's global generator (``transformers`` takes no generator argument).
     """
