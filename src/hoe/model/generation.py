@@ -60,9 +60,10 @@ def generate_text(
     )
     if seed is not None:
         torch.manual_seed(seed)
+    if preference is not None:
+        sampling["preference"] = preference
     out = model.generate(
         **batch,
-        preference=preference,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         **sampling,
