@@ -112,21 +112,34 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     (out / MARKER).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def load_causal_lm(ref: str | Path, dtype: torch.dtype = torch.float32, field: str = "base"):
-    """Resolve ``ref`` (folder, built-in name or hub id) and load ``(model, tokenizer)`` in eval mode.
+def load_model(ref: str | Path, dtype: torch.dtype = torch.float32, field: str = "base"):
+    """Resolve ``ref`` (folder, built-in name or hub id) and load its causal LM in eval mode."""
+    from transformers import AutoModelForCausalLM
 
-    The tokenizer gets a pad token (its EOS token) if it has none, so batches can be padded.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = resolve_model_dir(ref, field)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"--{field}: cannot load a causal language model from {str(folder)!r} ({e})."
+        ) from None
+    return model.eval()
+
+
+def load_tokenizer(ref: str | Path, field: str = "base"):
+    """Resolve ``ref`` and load its tokenizer, with a pad token (its EOS token) if it has none."""
+    from transformers import AutoTokenizer
 
     folder = resolve_model_dir(ref, field)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise CheckpointError(
-            f"--{field}: cannot load a causal language model and tokenizer from {str(folder)!r} ({e})."
-        ) from None
+        raise CheckpointError(f"--{field}: cannot load a tokenizer from {str(folder)!r} ({e}).") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return tokenizer
+
+
+def load_causal_lm(ref: str | Path, dtype: torch.dtype = torch.float32, field: str = "base"):
+    """``(model, tokenizer)`` of ``ref``, see :func:`load_model` and :func:`load_tokenizer`."""
+    return load_model(ref, dtype, field), load_tokenizer(ref, field)

@@ -99,15 +99,9 @@ def load_bundle(
 
 def load_base_model(ref: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """The bundle's base causal LM (folder, built-in name or hub id), in eval mode."""
-    from transformers import AutoModelForCausalLM
+    from hoe.backbones import load_model
 
-    from hoe.io.resolve import resolve_model_dir
-
-    folder = resolve_model_dir(ref, "base")
-    try:
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).eval()
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"--base: cannot load a causal LM from {str(folder)!r} ({e}).") from None
+    return load_model(ref, dtype, "base")
 
 
 def read_manifest(folder: Path) -> dict:

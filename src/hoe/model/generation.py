@@ -11,19 +11,10 @@ from hoe.preference import PreferenceLike
 
 
 def load_tokenizer(ref: str):
-    """The tokenizer of a base model reference (folder, built-in name or hub id), padded on the left."""
-    from transformers import AutoTokenizer
+    """The tokenizer of a base model reference, padded on the left for generation."""
+    from hoe.backbones import load_tokenizer as load
 
-    from hoe.errors import CheckpointError
-    from hoe.io.resolve import resolve_model_dir
-
-    folder = resolve_model_dir(ref, "base")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"--base: no usable tokenizer in {str(folder)!r} ({e}).") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load(ref, "base")
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt directly
     return tokenizer
 
