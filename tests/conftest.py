@@ -13,18 +13,9 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def tiny_llama_config():
-    from transformers import LlamaConfig
+    from tiny_lm import tiny_config
 
-    return LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-    )
+    return tiny_config()
 
 
 def tiny_gpt2_config():
