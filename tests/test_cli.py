@@ -96,3 +96,14 @@ def test_extract_merge_build_generate(tmp_path):
     rows = [json.loads(line) for line in text.splitlines()]
     assert [r["prompt"] for r in rows] == ["hello", "world"]
     assert all(0 < len(r["response"]) <= 5 for r in rows)  # char tokenizer: one character per new token
+
+
+def test_generate_text_with_a_plain_causal_lm(tmp_path):
+    from hoe.model.generation import generate_text, load_tokenizer
+
+    base = save_model(build_model("llama"), tmp_path / "base")
+    char_tokenizer().save_pretrained(base)
+    tokenizer = load_tokenizer(str(base))
+    texts = generate_text(build_model("llama"), tokenizer, ["hi", "a longer prompt"], None, max_new_tokens=3)
+    assert len(texts) == 2 and all(len(t) <= 3 for t in texts)
+    assert tokenizer.padding_side == "left"
