@@ -213,3 +213,20 @@ def test_make_peft_adapter_helper_is_random(tmp_path):
     a = read_adapter(make_peft_adapter(tmp_path / "a", seed=1))
     b = read_adapter(make_peft_adapter(tmp_path / "b", seed=2))
     assert not torch.equal(next(iter(a.values())).A, next(iter(b.values())).A)
+
+
+def test_expert_gate_is_a_mixture_per_token(bundle):
+    model = HoEModel.from_pretrained(bundle[0])
+    model.add_router("r", [0.3, 0.7])
+    _randomise_routers(model)
+    layer = next(iter(model.layers.values()))
+    x = torch.randn(2, 5, layer.in_features)
+    # LoRA anchors only: 0.6 helpful + 0.4 mid, the same for every token
+    assert torch.allclose(
+        layer.expert_gate(x, model.routing_context([0.8, 0.2])), torch.tensor([0.6, 0.0, 0.4])
+    )
+    ctx = model.routing_context([0.4, 0.6])  # between the router (0.3, 0.7) and mid: per-token mixtures
+    gate = layer.expert_gate(x, ctx)
+    assert gate.shape == (2, 5, 3) and (gate >= 0).all()
+    torch.testing.assert_close(gate.sum(-1), torch.ones(2, 5))
+    assert not torch.allclose(gate[0, 0], gate[0, 1])  # a trained (here random) router differs by token

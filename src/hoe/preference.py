@@ -126,11 +126,6 @@ def _check(values: list[float], names: Sequence[str], field: str, raw: object) -
     return torch.tensor(values, dtype=torch.float64) / total
 
 
-def format_preference(lam: torch.Tensor | Sequence[float], names: Sequence[str]) -> str:
-    """Inverse of parsing: ``"a=0.6,b=0.4"`` (weights rounded to 6 digits)."""
-    return ",".join(f"{n}={float(w):.6g}" for n, w in zip(names, lam))
-
-
 def _short(x: object) -> object:
     if isinstance(x, torch.Tensor):
         return x.tolist()
