@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from hoe.errors import CheckpointError, ShapeMismatchError
 from hoe.io.adapters import read_adapter, read_record, write_adapter
-from hoe.io.atomic import atomic_output_dir, check_output_dir
+from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.provenance import command_line, versions
@@ -32,7 +32,6 @@ ROUTERS_FILE = "routers.safetensors"
 
 
 def save_bundle(model: HoEModel, bundle_dir: str | Path, overwrite: bool = False) -> Path:
-    check_output_dir(bundle_dir, overwrite, "out")
     with atomic_output_dir(bundle_dir, overwrite, "out") as tmp:
         for e, spec in enumerate(model.experts):
             weights = {
