@@ -1,10 +1,16 @@
 """Evaluate the smol3 single-objective experts against the base model on the `eval` prompts (BENCH.md §1).
 
-For the base model and each expert in experts/smol3/: generate one response per eval prompt (chat template,
-sampling T = 0.7, 48 new tokens, seeded per batch), score all three objectives, and report mean ± standard
-error per objective. Writes experts/smol3/eval.json and prints a Markdown table.
+For the base model and each expert in experts/smol3/: generate ``--samples`` responses per eval prompt (chat
+template, sampling T = 0.7, 48 new tokens), score all three objectives, and report per objective
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/eval_smol3.py [--batch 16]
+- the mean ± standard error over prompts (each prompt's score is the mean of its samples), and
+- for each expert, the paired difference to the base model, prompt by prompt, mean ± s.e. and z = mean / s.e.
+
+Sample s of prompt i is seeded ``s * n + i`` for every model (hoe.model.sampling), so the base model and an
+expert draw the same uniforms on the same prompt: the paired differences carry no sampling noise that the two
+models share. Writes experts/smol3/eval.json and prints Markdown tables.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/eval_smol3.py [--samples 4] [--batch 16]
 """
 
 from __future__ import annotations
@@ -27,29 +33,30 @@ ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ["relevance", "positivity", "brevity"]
 
 
-def rewards(model, tokenizer, prompts: list[str], objectives, batch: int) -> torch.Tensor:
-    """(n, m) reward matrix of one sampled response per prompt."""
-    rows = []
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start : start + batch]
-        responses = generate_text(
-            model, tokenizer, chunk, None, chat=True, max_new_tokens=48, temperature=0.7, seed=start
-        )
-        rows.append(score_matrix(objectives, chunk, responses))
-    return torch.cat(rows)
+def rewards(model, tokenizer, prompts: list[str], objectives, samples: int, batch: int) -> torch.Tensor:
+    """(n, m) reward matrix: each prompt's scores averaged over its ``samples`` seeded responses."""
+    n = len(prompts)
+    total = torch.zeros(n, len(objectives), dtype=torch.float64)
+    for s in range(samples):
+        for start in range(0, n, batch):
+            chunk = prompts[start : start + batch]
+            seeds = [s * n + i for i in range(start, start + len(chunk))]
+            responses = generate_text(
+                model, tokenizer, chunk, None, chat=True, max_new_tokens=48, temperature=0.7, seed=seeds
+            )
+            total[start : start + len(chunk)] += score_matrix(objectives, chunk, responses).double()
+    return total / samples
 
 
-def summary(r: torch.Tensor) -> dict[str, dict[str, float]]:
-    n = r.shape[0]
-    return {
-        o: {"mean": round(float(r[:, j].mean()), 4), "se": round(float(r[:, j].std() / n**0.5), 4)}
-        for j, o in enumerate(OBJECTIVES)
-    }
+def mean_se(x: torch.Tensor) -> dict[str, float]:
+    """Mean and standard error of the mean of a (n,) sample."""
+    return {"mean": round(float(x.mean()), 4), "se": round(float(x.std() / x.numel() ** 0.5), 4)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--experts", type=Path, default=ROOT / "experts" / "smol3")
+    ap.add_argument("--samples", type=int, default=4, help="responses per prompt and model")
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
     from peft import PeftModel
@@ -58,27 +65,48 @@ def main() -> None:
     tokenizer = load_tokenizer(SMOLLM2)
     objectives = build_objectives(OBJECTIVES, ObjectiveContext(tokenizer=tokenizer, max_new_tokens=48))
     prompts = [p.text for p in load_prompts(ROOT / "data" / "prompts" / "smol.jsonl", "eval")]
-    results = {"base": summary(rewards(load_base_model(SMOLLM2), tokenizer, prompts, objectives, args.batch))}
+    models = {"base": lambda: load_base_model(SMOLLM2)}
     for o in OBJECTIVES:
-        model = PeftModel.from_pretrained(load_base_model(SMOLLM2), str(args.experts / o)).eval()
-        results[o] = summary(rewards(model, tokenizer, prompts, objectives, args.batch))
+        models[o] = lambda o=o: PeftModel.from_pretrained(
+            load_base_model(SMOLLM2), str(args.experts / o)
+        ).eval()
+    matrices = {}
+    for name, load in models.items():
+        matrices[name] = rewards(load(), tokenizer, prompts, objectives, args.samples, args.batch)
+        print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    results = {name: {o: mean_se(r[:, j]) for j, o in enumerate(OBJECTIVES)} for name, r in matrices.items()}
+    paired = {
+        name: {o: mean_se(r[:, j] - matrices["base"][:, j]) for j, o in enumerate(OBJECTIVES)}
+        for name, r in matrices.items()
+        if name != "base"
+    }
     report = {
         "eval_prompts": len(prompts),
-        "decoding": "chat template, T=0.7, 48 new tokens, seed per batch",
+        "samples_per_prompt": args.samples,
+        "decoding": "chat template, T=0.7, 48 new tokens, sample s of prompt i seeded s*n+i (same for all models)",
         "results": results,
+        "paired_vs_base": paired,
         "seconds": round(time.perf_counter() - start),
         "command": command_line(),
         "versions": versions(),
     }
     (args.experts / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{len(prompts)} eval prompts; mean ± s.e.\n")
-    print("| model | " + " | ".join(OBJECTIVES) + " |\n|---|" + "---|" * len(OBJECTIVES))
+    print(f"\n{len(prompts)} eval prompts x {args.samples} samples; mean ± s.e. over prompts\n")
+    header = "| model | " + " | ".join(OBJECTIVES) + " |\n|---|" + "---|" * len(OBJECTIVES)
+    print(header)
     for name, res in results.items():
         print(
             f"| {name} | "
             + " | ".join(f"{res[o]['mean']:.3f} ± {res[o]['se']:.3f}" for o in OBJECTIVES)
             + " |"
         )
+    print("\nExpert − base, paired by prompt: mean ± s.e. (z)\n\n" + header)
+    for name, res in paired.items():
+        cells = [
+            f"{res[o]['mean']:+.3f} ± {res[o]['se']:.3f} ({res[o]['mean'] / res[o]['se']:+.1f})"
+            for o in OBJECTIVES
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

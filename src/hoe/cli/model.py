@@ -61,7 +61,7 @@ def generate(
     chat: bool = typer.Option(False, help="Wrap each prompt in the model's chat template."),
     max_new_tokens: int = typer.Option(48, min=1),
     temperature: float = typer.Option(0.7, min=0.0, help="0 decodes greedily."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Prompt i is sampled with seed SEED + i, whatever else is in the batch."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per prompt."),
 ) -> None:
     """Generate text with an HoE bundle at a preference."""

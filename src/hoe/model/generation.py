@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from hoe.errors import ConfigError
 from hoe.model.hoe_model import HoEModel
+from hoe.model.sampling import RowSeededSampler
 from hoe.preference import PreferenceLike
 
 
@@ -27,15 +29,18 @@ def generate_text(
     chat: bool = False,
     max_new_tokens: int = 48,
     temperature: float = 0.7,
-    seed: int | None = 0,
+    seed: int | Sequence[int] | None = 0,
 ) -> list[str]:
     """Generate one response per prompt. ``temperature`` 0 decodes greedily; ``chat`` applies the chat template.
 
     ``model`` is an :class:`HoEModel` (then ``preference`` is required) or any causal LM (``preference=None``).
 
-    Sampling is seeded through torch's global generator (``transformers`` takes no generator argument).
+    Sampling is seeded per row (:mod:`hoe.model.sampling`): ``seed`` is one seed per prompt, or an int ``s``
+    that gives prompt i the seed ``s + i``. A prompt's response then depends on its seed, not on its batch.
+    ``seed=None`` samples from torch's global generator as it stands.
     """
     texts = list(prompts)
+    seeds = None if seed is None else _row_seeds(seed, len(texts))
     if chat:
         texts = [
             tokenizer.apply_chat_template(
@@ -44,13 +49,12 @@ def generate_text(
             for p in texts
         ]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-    sampling = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        if temperature > 0
-        else {"do_sample": False}
-    )
-    if seed is not None:
-        torch.manual_seed(seed)
+    if temperature <= 0:
+        sampling = {"do_sample": False}
+    elif seeds is None:
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    else:  # greedy over the one token the sampler leaves finite
+        sampling = {"do_sample": False, "logits_processor": [RowSeededSampler(seeds, temperature)]}
     if preference is not None:
         sampling["preference"] = preference
     out = model.generate(
@@ -60,3 +64,12 @@ def generate_text(
         **sampling,
     )
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def _row_seeds(seed: int | Sequence[int], n: int) -> list[int]:
+    if isinstance(seed, int):
+        return [seed + i for i in range(n)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ConfigError(f"seed: {len(seeds)} seeds for {n} prompts; pass one per prompt, or one int.")
+    return seeds

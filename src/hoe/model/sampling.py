@@ -1,0 +1,59 @@
+"""Sampling with one seed per row, so a prompt's sample does not depend on what else is in its batch.
+
+``transformers`` samples a whole batch from torch's global generator: the tokens of row i then depend on the
+other rows and on the batch size. Evaluations need a fixed seed per prompt (BENCH.md §1) and comparisons of two
+models on the same prompt are sharper with *common random numbers*. :class:`RowSeededSampler` does both: each
+row owns a ``torch.Generator`` and draws its next token by inverse-CDF sampling from one uniform number, so two
+models given the same seed use the same uniforms and pick the same token wherever their distributions agree.
+
+It is a ``LogitsProcessor`` that leaves only the drawn token finite; ``generate`` then runs greedily
+(``do_sample=False``) and picks it. No ``transformers`` API takes per-row generators, hence this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hoe.errors import ConfigError
+
+
+def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``y_b = min{ j : Σ_{i ≤ j} p_{b,i} > u_b · Σ_i p_{b,i} }``: one token per row from one uniform per row.
+
+    probs: (B, V) non-negative, each row with positive mass; u: (B,) in [0, 1). Returns (B,) int64. A
+    token of probability 0 is never returned (strict ``>``), and ``u ~ U[0, 1)`` gives ``P(y_b = j) = p_{b,j}``.
+    """
+    cdf = probs.cumsum(-1)  # (B, V)
+    target = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)  # (B, 1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # (B,)
+    return index.clamp(max=probs.shape[-1] - 1)
+
+
+class RowSeededSampler:
+    """``transformers`` logits processor: row b samples from ``softmax(scores_b / temperature)`` with seed b.
+
+    Put it last in the processor list and generate with ``do_sample=False``.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float):
+        if temperature <= 0:
+            raise ConfigError(f"temperature: sampling needs a temperature > 0, got {temperature}.")
+        self.seeds = [int(s) for s in seeds]
+        self.temperature = float(temperature)
+        self._generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if scores.shape[0] != len(self.seeds):
+            raise ConfigError(
+                f"seed: {len(self.seeds)} seeds for {scores.shape[0]} rows; pass one seed per generated row "
+                "(num_return_sequences and beams multiply the rows)."
+            )
+        if self._generators is None:  # made on first use, on the device the scores live on
+            self._generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        u = torch.cat([torch.rand(1, generator=g, device=scores.device) for g in self._generators])  # (B,)
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (B, V)
+        tokens = inverse_cdf_sample(probs, u)  # (B,)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
