@@ -158,6 +158,7 @@ def test_cli_train_expert(tiny, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "adapter_model.safetensors").is_file()
+    assert "step 1/1, last 10 steps: score" in result.stderr  # --no-progress logs each checkpoint
     bad = CliRunner().invoke(
         app, ["train-expert", "--out", str(tmp_path / "bad"), *args[3:], "--objective", "nope"]
     )

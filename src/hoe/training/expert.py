@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -306,7 +307,7 @@ def train_expert(config: ExpertConfig, progress: bool = True) -> Path:
     """Train the expert described by ``config``; return the adapter folder (``config.out``)."""
     from tqdm.auto import tqdm
 
-    from hoe.training.card import write_expert
+    from hoe.training.card import summarise, write_expert
 
     run = setup(config)
     bar = tqdm(range(run.start, config.steps), initial=run.start, total=config.steps, disable=not progress)
@@ -317,7 +318,14 @@ def train_expert(config: ExpertConfig, progress: bool = True) -> Path:
             score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.3f}", len=f"{metrics['length']:.0f}"
         )
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            checkpoint(run, step + 1)
+            folder = checkpoint(run, step + 1)
+            if not progress:  # a log line per checkpoint for runs in the background
+                last = summarise(run.history)
+                print(
+                    f"step {step + 1}/{config.steps}, last 10 steps: score {last['last10_score']:.3f}, "
+                    f"kl {last['last10_kl']:.3f}, length {last['last10_length']:.1f}; saved {folder}",
+                    file=sys.stderr,
+                )
     return write_expert(run)
 
 
