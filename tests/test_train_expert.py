@@ -145,6 +145,11 @@ def test_existing_output_and_incompatible_resume(tiny, tmp_path):
         train_expert(config(tiny, tmp_path / "o", steps=1), progress=False)
     with pytest.raises(CheckpointError, match=r"--seed: checkpoint 0, now 1"):
         train_expert(config(tiny, tmp_path / "o", steps=2, seed=1, resume=True), progress=False)
+    with pytest.raises(ConfigError, match="--device: 'gpu' is not a device"):
+        train_expert(config(tiny, tmp_path / "o", steps=2, resume=True, device="gpu"), progress=False)
+    train_expert(
+        config(tiny, tmp_path / "o", steps=2, resume=True, device="cpu"), progress=False
+    )  # resumable
 
 
 def test_cli_train_expert(tiny, tmp_path):

@@ -11,4 +11,14 @@ from hoe.model.build import build
 from hoe.model.hoe_model import HoEModel
 
 __version__ = "0.1.0"
-__all__ = ["HoEModel", "build", "extract", "merge", "HoEError", "ConfigError", "PreferenceError", "CheckpointError", "ShapeMismatchError"]
+__all__ = [
+    "HoEModel",
+    "build",
+    "extract",
+    "merge",
+    "HoEError",
+    "ConfigError",
+    "PreferenceError",
+    "CheckpointError",
+    "ShapeMismatchError",
+]

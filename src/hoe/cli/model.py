@@ -61,14 +61,18 @@ def generate(
     chat: bool = typer.Option(False, help="Wrap each prompt in the model's chat template."),
     max_new_tokens: int = typer.Option(48, min=1),
     temperature: float = typer.Option(0.7, min=0.0, help="0 decodes greedily."),
-    seed: int = typer.Option(0, help="Prompt i is sampled with seed SEED + i, whatever else is in the batch."),
+    seed: int = typer.Option(
+        0, help="Prompt i is sampled with seed SEED + i, whatever else is in the batch."
+    ),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per prompt."),
+    device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
 ) -> None:
     """Generate text with an HoE bundle at a preference."""
+    from hoe.devices import resolve_device
     from hoe.model.generation import generate_text, load_tokenizer
     from hoe.model.hoe_model import HoEModel
 
-    hoe_model = HoEModel.from_pretrained(model)
+    hoe_model = HoEModel.from_pretrained(model, device=resolve_device(device))
     tokenizer = load_tokenizer(hoe_model.base_ref)
     responses = generate_text(
         hoe_model, tokenizer, prompt, preference, chat, max_new_tokens, temperature, seed

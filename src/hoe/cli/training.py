@@ -50,6 +50,7 @@ def train_expert(
         False, help="Continue from the last checkpoint in --out (start fresh if none)."
     ),
     overwrite: bool = typer.Option(False, help="Delete --out and start again."),
+    device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a single-objective LoRA expert (RLOO with a KL penalty to the base model)."""
@@ -77,6 +78,7 @@ def train_expert(
         checkpoint_every=checkpoint_every,
         resume=resume,
         overwrite=overwrite,
+        device=device,
     )
     folder = run(config, progress=progress)
     typer.echo(f"expert written to {folder}")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from hoe.devices import module_device
 from hoe.errors import ConfigError
 from hoe.model.hoe_model import HoEModel
 from hoe.model.sampling import RowSeededSampler
@@ -49,6 +50,7 @@ def generate_text(
             for p in texts
         ]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    batch = batch.to(module_device(model))
     if temperature <= 0:
         sampling = {"do_sample": False}
     elif seeds is None:

@@ -50,7 +50,8 @@ def save_checkpoint(
     try:
         opt_tensors, opt_json = split_optimizer_state(optimizer.state_dict())
         save_file(
-            {k: v.detach().contiguous() for k, v in trainable.items()}, str(tmp / "trainable.safetensors")
+            {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
+            str(tmp / "trainable.safetensors"),
         )
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": opt_json}, indent=1) + "\n")
@@ -71,7 +72,7 @@ def split_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for index, per_param in sd["state"].items():
         for name, value in per_param.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous()
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[name] = value
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}

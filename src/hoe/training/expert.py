@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from hoe.devices import resolve_device
 from hoe.errors import CheckpointError, ConfigError, OutputExistsError
 from hoe.objectives import Objective, ObjectiveContext, build_objective
 from hoe.training import rl
@@ -33,7 +34,7 @@ from hoe.training.checkpoint import list_checkpoints, load_checkpoint, save_chec
 from hoe.training.rollout import Rollout, response_logprobs, sample
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out"}
+RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device"}
 """Config fields that may differ between a run and its resumption."""
 
 
@@ -61,6 +62,7 @@ class ExpertConfig:
     checkpoint_every: int = 25
     resume: bool = False
     overwrite: bool = False
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         errors = [msg for check in _CHECKS for msg in [check(self)] if msg]
@@ -133,9 +135,11 @@ def setup(config: ExpertConfig) -> Run:
     checkpoints = list_checkpoints(out / "checkpoints") if config.resume else []
     if not checkpoints:
         check_output(out, config.overwrite)
+    device = resolve_device(config.device)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
     model, tokenizer = load_causal_lm(config.base)
-    context = ObjectiveContext(tokenizer=tokenizer, max_new_tokens=config.max_new_tokens)
+    model.to(device)
+    context = ObjectiveContext(tokenizer=tokenizer, max_new_tokens=config.max_new_tokens, device=str(device))
     objective = build_objective(config.objective, context)
     torch.manual_seed(config.seed)  # the LoRA A init
     lora = LoraConfig(
@@ -244,7 +248,8 @@ def score(run: Run, batch: Rollout) -> torch.Tensor:
     """Objective scores, (n,)."""
     from hoe.objectives.base import check_scores
 
-    return check_scores(run.objective.name, run.objective.score(batch.prompts, batch.responses), batch.n)
+    scores = check_scores(run.objective.name, run.objective.score(batch.prompts, batch.responses), batch.n)
+    return scores.to(batch.response_ids.device)
 
 
 @torch.no_grad()

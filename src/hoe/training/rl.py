@@ -67,6 +67,6 @@ def response_mask(tokens: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
 
     tokens: (n, T) generated ids (finished rows are padded by ``generate``); returns (n, T) float.
     """
-    is_eos = torch.isin(tokens, torch.tensor(eos_ids, dtype=tokens.dtype))  # (n, T)
+    is_eos = torch.isin(tokens, torch.tensor(eos_ids, dtype=tokens.dtype, device=tokens.device))  # (n, T)
     eos_before = is_eos.long().cumsum(-1) - is_eos.long()  # (n, T): EOS tokens strictly before t
     return (eos_before == 0).float()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hoe.devices import module_device
 from hoe.training.rl import response_mask, token_logprobs
 
 
@@ -70,7 +71,7 @@ def sample(
         padding=True,
         add_special_tokens=not with_template,
         return_tensors="pt",
-    )
+    ).to(module_device(model))
     eos = eos_ids(model, tokenizer)
     config = GenerationConfig(
         do_sample=True,
