@@ -1,0 +1,61 @@
+"""Scalarisations: how a router expert turns m objectives into one training signal (METHOD.md §2(b).2).
+
+A scalarisation is bound to a preference λ (on the simplex) and gives
+
+* ``utility(rewards) -> (n,)``: the scalar it maximises, from an ``n x m`` reward matrix (for logging and
+  evaluation), and
+* ``weights``: the ``(m,)`` mixture ``w`` of the per-objective advantages in the policy gradient
+  ``Σ_i w_i A_i`` (Eq. 8), with ``initial_weights()`` and ``update_weights(w, mean_reward)`` after each batch
+  (fixed for ``linear``; online mirror descent for ``tchebycheff``).
+
+Adding one is a small module here registered with :func:`register_scalarisation`. Objectives are maximised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from hoe.errors import ConfigError
+
+
+class Scalarisation(Protocol):
+    lam: torch.Tensor  # (m,) the preference, on the simplex
+
+    def utility(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(n, m) -> (n,), larger is better."""
+        ...
+
+    def initial_weights(self) -> torch.Tensor:
+        """(m,) on the simplex."""
+        ...
+
+    def update_weights(self, w: torch.Tensor, mean_reward: torch.Tensor) -> torch.Tensor:
+        """(m,), (m,) batch-mean rewards -> the next (m,) weights."""
+        ...
+
+
+Factory = Callable[..., Scalarisation]
+SCALARISATIONS: dict[str, Factory] = {}
+
+
+def register_scalarisation(name: str) -> Callable[[Factory], Factory]:
+    def deco(factory: Factory) -> Factory:
+        SCALARISATIONS[name] = factory
+        return factory
+
+    return deco
+
+
+def build_scalarisation(name: str, lam: torch.Tensor, **options) -> Scalarisation:
+    """``SCALARISATIONS[name](lam, **options)``; an unknown name lists the registered ones."""
+    try:
+        factory = SCALARISATIONS[name]
+    except KeyError:
+        raise ConfigError(f"--scalarisation: got {name!r}. Choose one of {sorted(SCALARISATIONS)}.") from None
+    return factory(lam, **options)
+
+
+from hoe.scalarisation import linear, tchebycheff  # noqa: E402,F401  (registers them)
