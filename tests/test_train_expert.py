@@ -134,9 +134,10 @@ def test_expert_is_a_standard_peft_adapter(tiny, tmp_path):
 
 def test_config_errors_are_reported_together(tiny, tmp_path):
     with pytest.raises(ConfigError) as e:
-        config(tiny, tmp_path / "o", steps=0, samples_per_prompt=1, kl_coef=-1)
+        config(tiny, tmp_path / "o", steps=0, samples_per_prompt=1, kl_coef=-1, dtype="fp8")
     msg = str(e.value)
     assert "--steps: got 0" in msg and "--samples-per-prompt: got 1" in msg and "--kl-coef: got -1" in msg
+    assert "--dtype: got 'fp8'" in msg
 
 
 def test_existing_output_and_incompatible_resume(tiny, tmp_path):
@@ -159,10 +160,11 @@ def test_cli_train_expert(tiny, tmp_path):
 
     args = ["train-expert", "--out", str(tmp_path / "cli"), "--base", str(tiny / "lm"), "--prompts"]
     args += [str(tiny / "p.jsonl"), "--objective", "brevity", "--steps", "1", "--batch-prompts", "2"]
-    args += ["--samples-per-prompt", "2", "--max-new-tokens", "4", "--no-progress"]
+    args += ["--samples-per-prompt", "2", "--max-new-tokens", "4", "--no-progress", "--dtype", "float16"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "cli" / "adapter_model.safetensors").is_file()
+    saved = load_file(str(tmp_path / "cli" / "adapter_model.safetensors"))
+    assert saved and all(t.dtype == torch.float16 for t in saved.values())
     assert "step 1/1, last 10 steps: score" in result.stderr  # --no-progress logs each checkpoint
     bad = CliRunner().invoke(
         app, ["train-expert", "--out", str(tmp_path / "bad"), *args[3:], "--objective", "nope"]

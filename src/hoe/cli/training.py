@@ -51,6 +51,7 @@ def train_expert(
     ),
     overwrite: bool = typer.Option(False, help="Delete --out and start again."),
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a single-objective LoRA expert (RLOO with a KL penalty to the base model)."""
@@ -79,6 +80,7 @@ def train_expert(
         resume=resume,
         overwrite=overwrite,
         device=device,
+        dtype=dtype,
     )
     folder = run(config, progress=progress)
     typer.echo(f"expert written to {folder}")

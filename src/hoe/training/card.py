@@ -15,6 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+from safetensors.torch import load_file, save_file
+
+from hoe.experts.extract import DTYPES
 from hoe.provenance import command_line, versions
 
 if TYPE_CHECKING:
@@ -45,6 +49,8 @@ def write_expert(run: Run) -> Path:
     try:
         run.model.peft_config["default"].base_model_name_or_path = run.config.base
         run.model.save_pretrained(str(tmp))
+        if run.config.dtype != "float32":
+            _cast_adapter(tmp / "adapter_model.safetensors", DTYPES[run.config.dtype])
         for file in sorted(tmp.iterdir()):
             if file.is_file():
                 os.replace(file, out / file.name)
@@ -54,6 +60,12 @@ def write_expert(run: Run) -> Path:
     _write_text(out / TRAINING_RECORD, json.dumps(record, indent=1) + "\n")
     _write_text(out / "README.md", card(record))
     return out
+
+
+def _cast_adapter(path: Path, dtype: torch.dtype) -> None:
+    """Rewrite a saved adapter in ``dtype`` (e.g. float16 to halve the committed size)."""
+    tensors = {k: v.to(dtype) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def training_record(run: Run) -> dict:

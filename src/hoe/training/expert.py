@@ -28,13 +28,14 @@ import torch
 
 from hoe.devices import resolve_device
 from hoe.errors import CheckpointError, ConfigError, OutputExistsError
+from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective, ObjectiveContext, build_objective
 from hoe.training import rl
 from hoe.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from hoe.training.rollout import Rollout, response_logprobs, sample
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device"}
+RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device", "dtype"}
 """Config fields that may differ between a run and its resumption."""
 
 
@@ -63,9 +64,12 @@ class ExpertConfig:
     resume: bool = False
     overwrite: bool = False
     device: str = "auto"
+    dtype: str = "float32"  # of the saved adapter (training is float32)
 
     def __post_init__(self) -> None:
         errors = [msg for check in _CHECKS for msg in [check(self)] if msg]
+        if self.dtype not in DTYPES:
+            errors.append(f"--dtype: got {self.dtype!r}. Choose one of {sorted(DTYPES)}.")
         if self.resume and self.overwrite:
             errors.append("--resume and --overwrite: pass one of them, not both.")
         if errors:
