@@ -40,17 +40,8 @@ def generate_text(
     that gives prompt i the seed ``s + i``. A prompt's response then depends on its seed, not on its batch.
     ``seed=None`` samples from torch's global generator as it stands.
     """
-    texts = list(prompts)
-    seeds = None if seed is None else _row_seeds(seed, len(texts))
-    if chat:
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-            )
-            for p in texts
-        ]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-    batch = batch.to(module_device(model))
+    seeds = None if seed is None else _row_seeds(seed, len(prompts))
+    batch = encode_prompts(tokenizer, prompts, chat).to(module_device(model))
     if temperature <= 0:
         sampling = {"do_sample": False}
     elif seeds is None:
@@ -66,6 +57,22 @@ def generate_text(
         **sampling,
     )
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool):
+    """Left-padded input ids of ``prompts``; with ``chat``, each is one user turn of the tokenizer's chat
+    template followed by the generation prompt (the template adds its own special tokens)."""
+    if chat:
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+    else:
+        texts = list(prompts)
+    tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt directly
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
 
 
 def _row_seeds(seed: int | Sequence[int], n: int) -> list[int]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from hoe.devices import module_device
+from hoe.model.generation import encode_prompts
 from hoe.training.rl import response_mask, token_logprobs
 
 
@@ -41,13 +42,6 @@ class Rollout:
         )
 
 
-def render_prompt(tokenizer, prompt: str) -> str:
-    if getattr(tokenizer, "chat_template", None):
-        chat = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    return prompt + "\n"
-
-
 def eos_ids(model, tokenizer) -> list[int]:
     """Every id that ends a response: the tokenizer's EOS and the model's generation-config EOS ids."""
     ids = {tokenizer.eos_token_id}
@@ -64,14 +58,9 @@ def sample(
     from transformers import GenerationConfig
 
     rows = [p for p in prompts for _ in range(k)]  # prompt-major
-    tokenizer.padding_side = "left"
-    with_template = bool(getattr(tokenizer, "chat_template", None))
-    enc = tokenizer(
-        [render_prompt(tokenizer, p) for p in rows],
-        padding=True,
-        add_special_tokens=not with_template,
-        return_tensors="pt",
-    ).to(module_device(model))
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    texts = rows if chat else [p + "\n" for p in rows]  # without a template, a newline ends the prompt
+    enc = encode_prompts(tokenizer, texts, chat).to(module_device(model))
     eos = eos_ids(model, tokenizer)
     config = GenerationConfig(
         do_sample=True,
