@@ -27,6 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from hoe.errors import ConfigError
+from hoe.registry import Registry
 
 DEFAULT_MAX_NEW_TOKENS = 48
 
@@ -56,20 +57,12 @@ class ObjectiveContext:
 
 
 Factory = Callable[[str | None, ObjectiveContext], Objective]
-OBJECTIVES: dict[str, Factory] = {}
+OBJECTIVES: Registry[Factory] = Registry("objective")
 """Objective kinds -> factory ``(arg or None, context) -> Objective``."""
+register_objective = OBJECTIVES.register
+"""Decorator registering a factory under ``kind`` (the part of a spec before the first ``:``)."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-
-
-def register_objective(kind: str) -> Callable[[Factory], Factory]:
-    """Decorator registering a factory under ``kind`` (the part of a spec before the first ``:``)."""
-
-    def deco(factory: Factory) -> Factory:
-        OBJECTIVES[kind] = factory
-        return factory
-
-    return deco
 
 
 def build_objective(

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from hoe.errors import ConfigError
+from hoe.registry import Registry
 
 
 class Scalarisation(Protocol):
@@ -38,24 +38,13 @@ class Scalarisation(Protocol):
 
 
 Factory = Callable[..., Scalarisation]
-SCALARISATIONS: dict[str, Factory] = {}
-
-
-def register_scalarisation(name: str) -> Callable[[Factory], Factory]:
-    def deco(factory: Factory) -> Factory:
-        SCALARISATIONS[name] = factory
-        return factory
-
-    return deco
+SCALARISATIONS: Registry[Factory] = Registry("scalarisation")
+register_scalarisation = SCALARISATIONS.register
 
 
 def build_scalarisation(name: str, lam: torch.Tensor, **options) -> Scalarisation:
     """``SCALARISATIONS[name](lam, **options)``; an unknown name lists the registered ones."""
-    try:
-        factory = SCALARISATIONS[name]
-    except KeyError:
-        raise ConfigError(f"--scalarisation: got {name!r}. Choose one of {sorted(SCALARISATIONS)}.") from None
-    return factory(lam, **options)
+    return SCALARISATIONS.lookup(name)(lam, **options)
 
 
 from hoe.scalarisation import linear, tchebycheff  # noqa: E402,F401  (registers them)

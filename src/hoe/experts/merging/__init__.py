@@ -16,25 +16,12 @@ from collections.abc import Callable
 
 import torch
 
-from hoe.errors import ConfigError
+from hoe.registry import Registry
 
 MergeFn = Callable[..., torch.Tensor]
-MERGE_METHODS: dict[str, MergeFn] = {}
-
-
-def register_merge(name: str) -> Callable[[MergeFn], MergeFn]:
-    def deco(fn: MergeFn) -> MergeFn:
-        MERGE_METHODS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_merge_method(name: str) -> MergeFn:
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        raise ConfigError(f"--method: got {name!r}. Choose one of {sorted(MERGE_METHODS)}.") from None
+MERGE_METHODS: Registry[MergeFn] = Registry("method")
+register_merge = MERGE_METHODS.register
+get_merge_method = MERGE_METHODS.lookup
 
 
 def row_kth(x: torch.Tensor, k: int) -> torch.Tensor:
