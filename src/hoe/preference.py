@@ -14,6 +14,7 @@ its sum. Anything else raises :class:`~hoe.errors.PreferenceError` naming the fi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -130,3 +131,19 @@ def _short(x: object) -> object:
     if isinstance(x, torch.Tensor):
         return x.tolist()
     return x
+
+
+def simplex_lattice(m: int, divisions: int) -> torch.Tensor:
+    """Every λ on the simplex whose entries are multiples of ``1 / divisions``: (C(divisions + m - 1, m - 1), m).
+
+    m = 3 objectives with step 1/4 (divisions 4) gives the 15 points of BENCH.md §1, vertices first, in
+    lexicographically decreasing order; float64.
+    """
+    if m < 1 or divisions < 1:
+        raise PreferenceError(f"lattice: got {m} objectives and {divisions} divisions; both must be >= 1.")
+    points = [
+        c for c in itertools.product(range(divisions, -1, -1), repeat=m) if sum(c) == divisions
+    ]  # (k, m) integer compositions
+    lattice = torch.tensor(points, dtype=torch.float64) / divisions
+    vertex = (lattice == 1).any(-1)
+    return torch.cat([lattice[vertex], lattice[~vertex]])

@@ -1,0 +1,1 @@
+"""Evaluation of multi-objective models over a preference grid (BENCH.md §1): metrics, and later sweeps."""
