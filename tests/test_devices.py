@@ -23,7 +23,20 @@ def test_cuda_without_a_gpu_is_refused():
         resolve_device("cuda:0", field="device")
 
 
+class _LM(torch.nn.Module):
+    """A head on the CPU registered before input embeddings on the meta device."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(2, 2)
+        self.embed = torch.nn.Embedding(3, 2, device="meta")
+
+    def get_input_embeddings(self):
+        return self.embed
+
+
 def test_module_device_follows_the_input_embeddings():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    assert module_device(model) == torch.device("cpu")
-    assert module_device(torch.nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    assert module_device(_LM()) == torch.device("meta")  # not the first parameter's device
+    assert module_device(torch.nn.Linear(2, 2).to("meta")) == torch.device(
+        "meta"
+    )  # no embeddings: parameters

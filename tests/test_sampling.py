@@ -1,7 +1,5 @@
 """Per-row seeded sampling: the right distribution, and a row's sample independent of its batch."""
 
-import math
-
 import pytest
 import torch
 
@@ -74,7 +72,8 @@ def test_one_seed_per_prompt_is_required(tmp_path, seed):
         generate_text(build_model("llama"), load_tokenizer(str(base)), ["a", "b"], None, seed=seed)
 
 
-def test_zero_temperature_is_refused_by_the_sampler():
+def test_zero_temperature_is_refused_and_a_cold_sampler_is_greedy():
     with pytest.raises(ConfigError, match="temperature"):
         RowSeededSampler([0], 0.0)
-    assert math.isfinite(RowSeededSampler([0], 1e-3)(None, torch.tensor([[0.0, 1.0]])).max())
+    scores = torch.tensor([[0.0, 1.0, 0.5]]).expand(50, 3)  # at T = 0.01, p(token 1) = 1 - 2e-22
+    assert RowSeededSampler(range(50), 0.01)(None, scores).argmax(-1).eq(1).all()
