@@ -41,7 +41,7 @@ def run_extract(base, tuned, tmp_path, **kw):
 
 
 @pytest.mark.parametrize(
-    ("rank", "match"), [(0, "--rank.*>= 1"), (-2, "--rank"), (1.5, "energy fraction"), (17, "--rank <= 16")]
+    ("rank", "match"), [(0, "^rank: .*>= 1"), (-2, "^rank: "), (1.5, "energy fraction"), (17, "rank <= 16")]
 )
 def test_bad_rank(base_and_tuned, tmp_path, rank, match):
     with pytest.raises(ConfigError, match=match):
@@ -51,7 +51,7 @@ def test_bad_rank(base_and_tuned, tmp_path, rank, match):
 
 def test_other_architecture(base_and_tuned, tmp_path):
     save_model(build_model("gpt2"), tmp_path / "gpt2")
-    with pytest.raises(ShapeMismatchError, match="--tuned.*gpt2"):
+    with pytest.raises(ShapeMismatchError, match="^tuned: .*gpt2"):
         run_extract(base_and_tuned[0], tmp_path / "gpt2", tmp_path)
     assert no_output(tmp_path)
 
@@ -93,13 +93,17 @@ def test_pickle_only_folder_is_refused(tmp_path):
 
 
 def test_existing_output_is_kept(base_and_tuned, tmp_path):
-    (tmp_path / "out").mkdir()
+    """An existing expert is replaced only when asked; other contents of the experts folder always stay."""
+    (tmp_path / "out" / "helpful").mkdir(parents=True)
+    (tmp_path / "out" / "helpful" / "old.txt").write_text("old expert")
     (tmp_path / "out" / "precious.txt").write_text("keep me")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="^out: .*helpful.*overwrit"):
         run_extract(*base_and_tuned, tmp_path)
-    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "out" / "helpful" / "old.txt").read_text() == "old expert"
     run_extract(*base_and_tuned, tmp_path, overwrite=True)
-    assert not (tmp_path / "out" / "precious.txt").exists() and (tmp_path / "out" / "helpful").is_dir()
+    assert not (tmp_path / "out" / "helpful" / "old.txt").exists()
+    assert (tmp_path / "out" / "helpful" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "out" / "precious.txt").read_text() == "keep me"
 
 
 def test_unknown_hub_id_offline():
@@ -124,7 +128,7 @@ def test_bad_preference(two_experts, tmp_path, preference, match):
 
 
 def test_unknown_merge_method(two_experts, tmp_path):
-    with pytest.raises(ConfigError, match="--method.*task_arithmetic"):
+    with pytest.raises(ConfigError, match="^method: .*task_arithmetic"):
         merge(two_experts, "0.5,0.5", rank=2, out=tmp_path / "out", method="slerp", progress=False)
     assert no_output(tmp_path)
 

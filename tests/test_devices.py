@@ -13,7 +13,7 @@ def test_auto_is_the_gpu_when_there_is_one():
 
 
 def test_bad_names_name_the_field():
-    with pytest.raises(ConfigError, match=r"--device: 'gpu0' is not a device"):
+    with pytest.raises(ConfigError, match=r"^device: 'gpu0' is not a device"):
         resolve_device("gpu0")
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hoe.errors import ConfigError
-from hoe.experts.merging import MERGE_METHODS, get_merge_method
+from hoe.experts.merging import MERGE_METHODS, Option, get_merge_method, register_merge, resolve_options
 from hoe.experts.merging.pcb import pcb
 from hoe.experts.merging.task_arithmetic import task_arithmetic
 from hoe.experts.merging.ties import ties
@@ -34,6 +34,34 @@ def test_ties_elects_sign_and_takes_disjoint_mean():
     assert torch.equal(ties(d, lam, density=1.0), torch.tensor([1.5, 3.0, -2.0]))
     # density 1/3 keeps each expert's single largest |entry|: [2, 0, 0] and [0, 3, 0]
     assert torch.equal(ties(d, lam, density=1 / 3), torch.tensor([2.0, 3.0, 0.0]))
+    # a density too small for one entry still keeps one (it used to keep none: an all-zero expert)
+    assert torch.equal(ties(d, lam, density=1e-9), torch.tensor([2.0, 3.0, 0.0]))
+
+
+def test_declared_options_are_checked_and_filled():
+    assert resolve_options("ties", {"density": 1}) == {"density": 1.0, "scale": 1.0}
+    assert resolve_options("pcb", {}) == {"keep": 0.9, "clip": 0.01}
+    for method, options, field in [
+        ("ties", {"density": 0.0}, "density"),  # (0, 1]: open at 0
+        ("pcb", {"clip": 0.5}, "clip"),  # [0, 0.5): open at 0.5
+        ("pcb", {"keep": float("nan")}, "keep"),
+        ("task_arithmetic", {"density": 0.5}, "density"),  # not an option of task_arithmetic
+        ("ties", {"density": "0.5"}, "density"),  # not a number
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            resolve_options(method, options)
+        assert caught.value.field == field
+
+
+def test_declared_options_must_match_the_signature():
+    """The spec is what users are checked against, so a method whose spec drifts from its code is refused."""
+    with pytest.raises(TypeError, match="differ"):
+
+        @register_merge("drifted", options=[Option("density", 0.5, 0.0, 1.0)])
+        def drifted(deltas, weights, density: float = 0.2):  # default differs from the declared 0.5
+            return deltas.sum(0)
+
+    assert "drifted" not in MERGE_METHODS
 
 
 def pcb_reference(rows: list[list[float]], lam: list[float], keep: float) -> list[float]:

@@ -82,7 +82,7 @@ def test_wrong_shape_from_user_function():
 
 def test_reward_model_index_error(tmp_path):
     folder = save_tiny_classifier(tmp_path / "rm", num_labels=2)
-    with pytest.raises(ConfigError, match=r"has 2 output\(s\); pass an index from 0 to 1"):
+    with pytest.raises(ConfigError, match=r"has 2 output\(s\)\. Pass an index from 0 to 1"):
         build_objective(f"hf:{folder}@2")
     with pytest.raises(ConfigError, match="output index"):
         build_objective(f"hf:{folder}@x")

@@ -64,7 +64,7 @@ def test_file_without_split_is_used_whole(tmp_path):
 def test_malformed_file_names_the_line(tmp_path, bad, line, words):
     path = tmp_path / "bad.jsonl"
     path.write_text(bad)
-    with pytest.raises(ConfigError, match=rf"--prompts: bad.jsonl line {line}: .*{re.escape(words)}"):
+    with pytest.raises(ConfigError, match=rf"^prompts: bad.jsonl line {line}: .*{re.escape(words)}"):
         load_prompts(path)
 
 
@@ -72,11 +72,11 @@ def test_empty_or_missing_file(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(ConfigError, match="holds no prompts"):
         load_prompts(tmp_path / "empty.jsonl")
-    with pytest.raises(ConfigError, match="is not a file"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_prompts(tmp_path / "missing.jsonl")
 
 
 def test_unknown_split(tmp_path):
     path = write(tmp_path, [json.dumps({"prompt": "a b c", "split": "train"})])
-    with pytest.raises(ConfigError, match=r"--split: .*no prompts in split 'test'; it has \['train'\]"):
+    with pytest.raises(ConfigError, match=r"^split: .*no prompts in split 'test'; it has \['train'\]"):
         load_prompts(path, "test")

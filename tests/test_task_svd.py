@@ -95,7 +95,7 @@ def test_rank_validation_and_parsing():
     assert parse_rank("64") == 64 and isinstance(parse_rank("64"), int)
     assert parse_rank("0.9") == 0.9 and parse_rank("1.0") == 1.0
     for bad in ["0", "-3", "1.5", "0.0", "abc"]:
-        with pytest.raises(ConfigError, match="--rank"):
+        with pytest.raises(ConfigError, match="^rank: "):
             parse_rank(bad)
     with pytest.raises(ConfigError):
         validate_rank(True)

@@ -17,12 +17,12 @@ import importlib.util
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
 
 from hoe.errors import CheckpointError, HoEError
+from hoe.io.atomic import publish, staged_dir
 from hoe.io.resolve import register_builtin_model, resolve_model_dir
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -66,25 +66,17 @@ def smollm2_135m_instruct() -> Path:
 
 
 def _publish(folder: Path, build) -> Path:
-    """Run ``build(tmp)`` in a hidden sibling of ``folder`` and rename it into place (atomic on POSIX).
+    """Run ``build(tmp)`` in a temporary sibling of ``folder`` and publish it (:mod:`hoe.io.atomic`).
 
     A leftover, unfinished ``folder`` (no marker) is replaced; if another process finished first, its
     folder is kept and ours is discarded.
     """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_dir(folder) as tmp:
         build(tmp)
-        if folder.exists() and not (folder / MARKER).is_file():
-            shutil.rmtree(folder)  # an unfinished folder from an older, non-atomic writer
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / MARKER).is_file():  # the rename failed for another reason than a lost race
-                raise
-    finally:
+    if (folder / MARKER).is_file():  # another process won the race: same content, keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        publish(tmp, folder)
     return folder
 
 
@@ -121,7 +113,10 @@ def load_model(ref: str | Path, dtype: torch.dtype = torch.float32, field: str =
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
     except (OSError, ValueError) as e:
         raise CheckpointError(
-            f"--{field}: cannot load a causal language model from {str(folder)!r} ({e})."
+            f"cannot load a causal language model from {str(folder)!r} ({e}).",
+            field=field,
+            value=str(ref),
+            fix="Pass a folder with config.json and *.safetensors, a built-in name or a Hugging Face id.",
         ) from None
     return model.eval()
 
@@ -134,7 +129,12 @@ def load_tokenizer(ref: str | Path, field: str = "base"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"--{field}: cannot load a tokenizer from {str(folder)!r} ({e}).") from None
+        raise CheckpointError(
+            f"cannot load a tokenizer from {str(folder)!r} ({e}).",
+            field=field,
+            value=str(ref),
+            fix="Save the tokenizer in the model folder (tokenizer.save_pretrained).",
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

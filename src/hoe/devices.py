@@ -14,9 +14,13 @@ def resolve_device(name: str, field: str = "device") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"--{field}: {name!r} is not a device. Pass auto, cpu, cuda or cuda:N.") from None
+        raise ConfigError(
+            f"{name!r} is not a device.", field=field, value=name, fix="Pass auto, cpu, cuda or cuda:N."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--{field}: {name!r} but torch sees no CUDA GPU here. Pass cpu or auto.")
+        raise ConfigError(
+            f"got {name!r} but torch sees no CUDA GPU here.", field=field, value=name, fix="Pass cpu or auto."
+        )
     return device
 
 

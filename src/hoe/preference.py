@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -25,37 +27,70 @@ from hoe.errors import PreferenceError, bad_value
 PreferenceLike = str | Mapping[str, float] | Sequence[float] | torch.Tensor
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity)|nan", re.IGNORECASE)
+"""A weight as text: a plain decimal or scientific number (``0.5``, ``.5``, ``5e-1``). Not Python's
+``1_0`` (that would read as 10); ``inf``/``nan`` parse so that :func:`to_simplex` can say they are not finite."""
+
+HOW = "Write it like helpful=0.6,harmless=0.4 or 0.6,0.4."
+
+
 def parse_preference_text(text: str, field: str = "preference") -> dict[str, float] | list[float]:
-    """Parse ``"a=0.6,b=0.4"`` into a dict or ``"0.6,0.4"`` into a list of floats."""
-    items = [p.strip() for p in text.split(",") if p.strip()]
-    if not items:
-        raise bad_value(field, text, "Write it like helpful=0.6,harmless=0.4 or 0.6,0.4.", PreferenceError)
+    """Parse ``"a=0.6,b=0.4"`` into a dict or ``"0.6,0.4"`` into a list of floats.
+
+    Every comma-separated item must hold something: ``"0.5,,0.5"`` is refused, naming the empty item.
+    """
+    items = [p.strip() for p in text.split(",")]
+    if not any(items):
+        raise bad_value(field, text, HOW, PreferenceError)
+    for i, item in enumerate(items):
+        if not item:
+            raise _bad_item(field, text, i, len(items), "is empty", "Give one weight per item.")
     named = ["=" in p for p in items]
     if any(named) and not all(named):
         raise bad_value(
             field, text, "Either name every weight (a=0.6,b=0.4) or none (0.6,0.4).", PreferenceError
         )
-    try:
-        if all(named):
-            out: dict[str, float] = {}
-            for p in items:
-                name, _, w = p.partition("=")
-                name = name.strip()
-                if name in out:
-                    raise bad_value(field, text, f"Objective {name!r} is given twice.", PreferenceError)
-                out[name] = float(w)
-            return out
-        return [float(p) for p in items]
-    except ValueError as e:
-        if isinstance(e, PreferenceError):
-            raise
-        raise bad_value(
-            field, text, "Every weight must be a number, e.g. helpful=0.6,harmless=0.4.", PreferenceError
-        ) from None
+    if not all(named):
+        return [_weight(p, field, text, i, len(items)) for i, p in enumerate(items)]
+    out: dict[str, float] = {}
+    for i, item in enumerate(items):
+        name, _, weight = (s.strip() for s in item.partition("="))
+        if not name:
+            raise _bad_item(field, text, i, len(items), "has no objective name", "Write NAME=WEIGHT.")
+        if name in out:
+            raise bad_value(field, text, f"Objective {name!r} is given twice.", PreferenceError)
+        out[name] = _weight(weight, field, text, i, len(items))
+    return out
+
+
+def _weight(item: str, field: str, text: str, i: int, n: int) -> float:
+    if not item:
+        raise _bad_item(field, text, i, n, "has no weight", "Write NAME=WEIGHT.")
+    if not _NUMBER.fullmatch(item):
+        raise _bad_item(
+            field,
+            text,
+            i,
+            n,
+            f"has weight {item!r}, not a number",
+            "Write plain numbers such as 0.6 or 1e-3.",
+        )
+    return float(item)
+
+
+def _bad_item(field: str, text: str, i: int, n: int, what: str, fix: str) -> PreferenceError:
+    return PreferenceError(f"got {text!r}: item {i + 1} of {n} {what}.", field=field, value=text, fix=fix)
 
 
 def to_simplex(pref: PreferenceLike, names: Sequence[str], field: str = "preference") -> torch.Tensor:
     """Validate one preference against the objective ``names`` and return it on the simplex, shape (N,)."""
+    if pref is None:
+        raise PreferenceError(
+            "a preference is required.",
+            field=field,
+            value=None,
+            fix=f"Pass one weight per {_objectives(names)}.",
+        )
     if isinstance(pref, str):
         pref = parse_preference_text(pref, field)
     if isinstance(pref, Mapping):
@@ -67,18 +102,36 @@ def to_simplex(pref: PreferenceLike, names: Sequence[str], field: str = "prefere
                 f"Unknown objective(s) {unknown}; valid names: {list(names)}.",
                 PreferenceError,
             )
-        values = [float(pref.get(n, 0.0)) for n in names]
+        values = [_number(pref.get(n, 0.0), field, pref) for n in names]
     else:
-        t = torch.as_tensor(pref, dtype=torch.float64) if not isinstance(pref, torch.Tensor) else pref
-        if t.dim() != 1:
-            raise bad_value(
-                field,
-                _short(pref),
-                f"One preference must be a vector of {len(names)} weights.",
-                PreferenceError,
-            )
-        values = [float(v) for v in t.tolist()]
+        values = [_number(v, field, pref) for v in _vector(pref, names, field)]
     return _check(values, names, field, pref)
+
+
+def _vector(pref: object, names: Sequence[str], field: str) -> list:
+    """The entries of a sequence or 1-D tensor of weights."""
+    try:
+        t = pref if isinstance(pref, torch.Tensor) else torch.as_tensor(pref, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        t = None
+    if t is None or t.dim() != 1:
+        raise bad_value(
+            field, _short(pref), f"One preference must be a vector of {len(names)} weights.", PreferenceError
+        )
+    return t.tolist()
+
+
+def _number(v: object, field: str, raw: object) -> float:
+    if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise bad_value(field, _short(raw), f"Weight {v!r} is not a number.", PreferenceError)
+    return float(v)
+
+
+def _objectives(names: Sequence[str]) -> str:
+    example = ",".join(f"{n}={1 / len(names):.2g}" for n in names) if names else "..."
+    return f"objective {list(names)}, e.g. {example}"
 
 
 def to_simplex_batch(
@@ -93,7 +146,7 @@ def to_simplex_batch(
     """
     if isinstance(pref, torch.Tensor) and pref.dim() == 2:
         rows: list = list(pref)
-    elif isinstance(pref, (list, tuple)) and pref and not isinstance(pref[0], (int, float)):
+    elif isinstance(pref, (list, tuple)) and pref and not isinstance(pref[0], numbers.Real):
         rows = list(pref)
     else:
         return to_simplex(pref, names, field).unsqueeze(0)  # type: ignore[arg-type]
@@ -140,7 +193,8 @@ def simplex_lattice(m: int, divisions: int) -> torch.Tensor:
     lexicographically decreasing order; float64.
     """
     if m < 1 or divisions < 1:
-        raise PreferenceError(f"lattice: got {m} objectives and {divisions} divisions; both must be >= 1.")
+        field, value = ("m", m) if m < 1 else ("divisions", divisions)
+        raise bad_value(field, value, "Pass at least 1 (objectives and lattice divisions).", PreferenceError)
     points = [
         c for c in itertools.product(range(divisions, -1, -1), repeat=m) if sum(c) == divisions
     ]  # (k, m) integer compositions

@@ -1,7 +1,9 @@
 """Registries of pluggable parts (merge methods, scalarisations, objective kinds): add one with a decorator.
 
-A :class:`Registry` is a ``dict`` from names to functions or factories, with ``register(name)`` as decorator
-and ``lookup(name)``, whose error names the CLI flag and lists what is registered.
+A :class:`Registry` is a ``dict`` from names to functions, factories or specs, with ``register(name)`` as
+decorator and ``lookup(name)``, whose error names the field that picks an entry and lists what is registered.
+What an entry declares beyond its name (a merge method's options, say) lives in the entry itself, so the
+registry stays generic.
 """
 
 from __future__ import annotations
@@ -9,17 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from hoe.errors import ConfigError
+from hoe.errors import bad_value
 
 T = TypeVar("T")
 
 
 class Registry(dict, Generic[T]):
-    """``name -> T``; ``flag`` is the option that picks an entry (used in error messages)."""
+    """``name -> T``; ``field`` is the argument that picks an entry (``"method"``), named in errors."""
 
-    def __init__(self, flag: str):
+    def __init__(self, field: str):
         super().__init__()
-        self.flag = flag
+        self.field = field
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(entry: T) -> T:
@@ -31,5 +33,5 @@ class Registry(dict, Generic[T]):
     def lookup(self, name: str) -> T:
         try:
             return self[name]
-        except KeyError:
-            raise ConfigError(f"--{self.flag}: got {name!r}. Choose one of {sorted(self)}.") from None
+        except (KeyError, TypeError):  # TypeError: an unhashable name such as a list
+            raise bad_value(self.field, name, f"Choose one of {sorted(self)}.") from None

@@ -1,12 +1,23 @@
-"""The ``hoe`` command line: one subcommand per pipeline stage, each a thin layer over a library function."""
+"""The ``hoe`` command line: one subcommand per pipeline stage, each a thin layer over a library function.
+
+:func:`run` is the whole front end: it words the library's errors as flags (``--max-new-tokens: ...``), prints
+warnings as one line each, and turns Ctrl-C or SIGTERM into a message saying what was kept. Exit codes: 0 done,
+2 bad input (one line, never a traceback), 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import signal
 import sys
+import warnings
+from collections.abc import Sequence
 
 import typer
+from typer import _click as click  # typer vendors its own click; its exceptions are not click's
 
-from hoe.errors import HoEError
+from hoe.errors import HoEError, HoEWarning
+
+INTERRUPTED = 130
 
 app = typer.Typer(
     help="HoE: multi-objective alignment of LLMs with hierarchical experts (LoRA experts, routers, preference "
@@ -14,15 +25,90 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts hold literal brackets such as NAME=DIR[@PREFERENCE]
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from hoe import __version__
+
+        typer.echo(f"hoe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """HoE: multi-objective alignment of LLMs with hierarchical experts."""
+
 
 from hoe.cli import experts, model, training  # noqa: E402,F401  (registers the subcommands)
 
 
-def main() -> None:
-    """Console entry point: user errors print one clear line and exit 2, never a traceback."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM during a command. Not a KeyboardInterrupt, which typer turns into a bare exit code
+    and so loses the notes saying what was kept; a BaseException, so every cleanup still runs."""
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return its exit code."""
+    previous = _install_signal_handlers()
     try:
-        app()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", HoEWarning)
+            warnings.showwarning = _show_warning
+            code = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except HoEError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _error(e.cli_message())
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:  # usage errors: unknown flag, missing option, bad int...
+        e.show()
+        return e.exit_code
+    except (Interrupted, typer.Abort) as e:
+        notes = getattr(e, "__notes__", None) or ["every output is either as it was or complete."]
+        _error("interrupted: " + " ".join(notes))
+        return INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())
+
+
+def _install_signal_handlers() -> dict:
+    """SIGINT (unless ignored, as in a shell's background job) and SIGTERM raise :class:`Interrupted`."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        if current in (signal.default_int_handler, signal.SIG_DFL):
+            previous[sig] = signal.signal(sig, _interrupt)
+    return previous
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, HoEWarning):
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _error(text: str) -> None:
+    typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)

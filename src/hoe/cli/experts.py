@@ -6,18 +6,21 @@ from pathlib import Path
 
 import typer
 
+from hoe.backbones import SMOLLM2
 from hoe.cli import app
 from hoe.cli.parsing import parse_list, parse_named
-from hoe.errors import ConfigError
 from hoe.experts.extract import extract as extract_experts
 from hoe.experts.merge import merge as merge_experts
+from hoe.experts.merging import MERGE_METHODS, option_help
 from hoe.experts.task_svd import parse_rank
 from hoe.io.adapters import read_record
 
 
 @app.command()
 def extract(
-    base: str = typer.Option(..., help="Base model: a local folder or a Hugging Face id."),
+    base: str = typer.Option(
+        ..., help=f"Base model: a local folder, the built-in {SMOLLM2} or a Hugging Face id (owner/name)."
+    ),
     tuned: list[str] = typer.Option(
         ...,
         help="NAME=PATH of a fine-tuned model (folder, hub id or PEFT LoRA "
@@ -37,7 +40,7 @@ def extract(
         help="Comma-separated module names to adapt (e.g. q_proj,v_proj) "
         "(default: every linear projection inside the transformer blocks).",
     ),
-    svd: str = typer.Option("auto", help="auto, full or randomized."),
+    svd: str = typer.Option("auto", help="SVD solver: auto, full or randomized (int ranks only)."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
@@ -68,18 +71,19 @@ def merge(
     ),
     rank: str = typer.Option(..., help="Rank of the merged expert (int) or energy fraction (float)."),
     out: Path = typer.Option(..., help="Output folder for the merged PEFT adapter."),
-    method: str = typer.Option("pcb", help="Merge method: pcb, ties or task_arithmetic."),
-    density: float | None = typer.Option(None, help="ties only: fraction of entries each expert keeps."),
-    svd: str = typer.Option("auto", help="auto, full or randomized."),
+    method: str = typer.Option("pcb", help=f"Merge method: {', '.join(sorted(MERGE_METHODS))}."),
+    density: float | None = typer.Option(None, help=option_help("density")),
+    keep: float | None = typer.Option(None, help=option_help("keep")),
+    clip: float | None = typer.Option(None, help=option_help("clip")),
+    scale: float | None = typer.Option(None, help=option_help("scale")),
+    svd: str = typer.Option("auto", help="SVD solver: auto, full or randomized (int ranks only)."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Merge LoRA experts at a preference into one multi-objective LoRA expert (merge on full deltas, then SVD)."""
-    options = {}
-    if density is not None:
-        if method != "ties":
-            raise ConfigError(f"--density: applies to --method ties only, not {method!r}.")
-        options["density"] = density
+    # passed through as given: the library checks each against the method's declared options and ranges
+    given = {"density": density, "keep": keep, "clip": clip, "scale": scale}
+    options = {k: v for k, v in given.items() if v is not None}
     folder = merge_experts(
         parse_named(expert, "expert"),
         preference,

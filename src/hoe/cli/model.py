@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from hoe.cli import app
 from hoe.cli.parsing import parse_named
+from hoe.errors import ConfigError
 from hoe.model.build import build as build_bundle
 
 
@@ -20,9 +23,35 @@ def split_anchor(value: str) -> tuple[str, str | None]:
     return folder, preference
 
 
+def parse_routers(items: list[str]) -> dict[str, str]:
+    """``["mid@0.5,0.5"]`` -> ``{"mid": "0.5,0.5"}``; every router needs a name and a preference, once."""
+    routers: dict[str, str] = {}
+    for item in items:
+        name, sep, pref = item.partition("@")
+        if not sep or not name.strip() or not pref.strip():
+            missing = "a name" if sep and not name.strip() else "NAME@PREFERENCE"
+            raise ConfigError(
+                f"got {item!r}, which lacks {missing}.",
+                field="router",
+                value=item,
+                fix="Write NAME@PREFERENCE, e.g. mid@0.5,0.5.",
+            )
+        if name in routers:
+            raise ConfigError(
+                f"the router name {name!r} is given twice.",
+                field="router",
+                value=item,
+                fix="Give every router its own name.",
+            )
+        routers[name] = pref
+    return routers
+
+
 @app.command()
 def build(
-    base: str = typer.Option(..., help="Base model: local folder, built-in name or Hugging Face id."),
+    base: str = typer.Option(
+        ..., help="Base model: local folder (stored as an absolute path), built-in name or Hugging Face id."
+    ),
     expert: list[str] = typer.Option(
         ...,
         help="NAME=DIR[@PREFERENCE] of a LoRA expert. Single-objective experts "
@@ -30,7 +59,9 @@ def build(
         "@helpful=0.5,harmless=0.5 or from its own record.",
     ),
     out: Path = typer.Option(..., help="Output bundle folder."),
-    router: list[str] = typer.Option([], help="NAME@PREFERENCE: add an (untrained, uniform) router expert."),
+    router: list[str] = typer.Option(
+        [], help="NAME@PREFERENCE: add an (untrained, uniform) router expert; names must be unique."
+    ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Assemble LoRA experts into an HoE bundle (manifest + PEFT adapters + routers)."""
@@ -39,46 +70,74 @@ def build(
         folders[name], pref = split_anchor(value)
         if pref is not None:
             anchors[name] = pref
-    routers = {}
-    for item in router:
-        name, sep, pref = item.partition("@")
-        if not sep:
-            raise typer.BadParameter(f"write NAME@PREFERENCE, got {item!r}", param_hint="--router")
-        routers[name] = pref
-    folder = build_bundle(base, folders, out, anchors, routers, overwrite)
+    folder = build_bundle(base, folders, out, anchors, parse_routers(router), overwrite)
     typer.echo(f"bundle: {folder}")
 
 
 @app.command()
 def generate(
-    prompt: list[str] = typer.Argument(..., help="One or more prompts (generated as one batch)."),
+    prompt: list[str] = typer.Argument(
+        ..., metavar="PROMPT", help="One or more prompts (generated as one batch)."
+    ),
     model: Path = typer.Option(..., help="HoE bundle folder (from `hoe build`)."),
     preference: str = typer.Option(
         ...,
         help="relevance=0.6,positivity=0.4 (missing objectives get 0) or "
         "0.6,0.4,0.0; normalised to sum to 1.",
     ),
+    base: str | None = typer.Option(
+        None,
+        help="Base model to load the bundle on (folder, built-in name or Hugging Face id) instead of the one "
+        "stored in its manifest, e.g. when that folder has moved.",
+    ),
     chat: bool = typer.Option(False, help="Wrap each prompt in the model's chat template."),
-    max_new_tokens: int = typer.Option(48, min=1),
-    temperature: float = typer.Option(0.7, min=0.0, help="0 decodes greedily."),
+    max_new_tokens: int = typer.Option(
+        48, help="Most tokens generated per prompt (>= 1); prompt + new tokens must fit the model's context."
+    ),
+    temperature: float = typer.Option(
+        0.7, help="Sampling temperature, a finite number >= 0; 0 decodes greedily."
+    ),
     seed: int = typer.Option(
         0, help="Prompt i is sampled with seed SEED + i, whatever else is in the batch."
+    ),
+    truncate: bool = typer.Option(
+        False,
+        help="Keep only the last tokens of a prompt too long for the model's context (with --max-new-tokens); "
+        "without it such a prompt is refused.",
     ),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per prompt."),
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
 ) -> None:
     """Generate text with an HoE bundle at a preference."""
     from hoe.devices import resolve_device
-    from hoe.model.generation import generate_text, load_tokenizer
+    from hoe.model.bundle import read_manifest
+    from hoe.model.generation import check_generation_options, generate_text, load_tokenizer
     from hoe.model.hoe_model import HoEModel
+    from hoe.preference import to_simplex
 
-    hoe_model = HoEModel.from_pretrained(model, device=resolve_device(device))
+    # everything that can be checked without the model, before the (slow) load
+    to_simplex(preference, read_manifest(model)["objectives"])
+    check_generation_options(max_new_tokens, temperature)
+    target = resolve_device(device)
+    hoe_model = HoEModel.from_pretrained(model, base=base, device=target)
     tokenizer = load_tokenizer(hoe_model.base_ref)
-    responses = generate_text(
-        hoe_model, tokenizer, prompt, preference, chat, max_new_tokens, temperature, seed
-    )
+    with _prompts_as_argument():
+        responses = generate_text(
+            hoe_model, tokenizer, prompt, preference, chat, max_new_tokens, temperature, seed, truncate
+        )
     for i, (p, text) in enumerate(zip(prompt, responses)):
         if json_lines:
             typer.echo(json.dumps({"prompt": p, "preference": preference, "response": text}))
         else:
             typer.echo(("\n---\n" if i else "") + text)
+
+
+@contextmanager
+def _prompts_as_argument() -> Iterator[None]:
+    """The library's ``prompts`` is the positional PROMPT here, not a flag: word its errors that way."""
+    try:
+        yield
+    except ConfigError as e:
+        if e.field != "prompts":
+            raise
+        raise ConfigError(f"PROMPT: {e.problem}", value=e.value, fix=e.fix) from None

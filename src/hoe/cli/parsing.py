@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, bad_value, flag
 
 
 def parse_named(items: list[str], field: str) -> dict[str, str]:
@@ -11,11 +11,9 @@ def parse_named(items: list[str], field: str) -> dict[str, str]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name or not value:
-            raise ConfigError(
-                f"--{field}: got {item!r}. Write NAME=PATH, e.g. --{field} helpful=./helpful-model."
-            )
+            raise bad_value(field, item, f"Write NAME=PATH, e.g. {flag(field)} helpful=./helpful-model.")
         if name in out:
-            raise ConfigError(f"--{field}: name {name!r} is given twice; every NAME must be unique.")
+            raise ConfigError(f"name {name!r} is given twice.", field=field, fix="Give every NAME once.")
         out[name] = value
     return out
 

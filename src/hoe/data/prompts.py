@@ -23,71 +23,87 @@ class Prompt:
     line: int = field(default=0, compare=False)  # line number in its file, for error messages
 
 
-def load_prompts(path: str | Path, split: str | None = None, flag: str = "prompts") -> list[Prompt]:
+FORMAT_FIX = 'Write one JSON object per line, e.g. {"prompt": "How are you?"}.'
+
+
+def load_prompts(path: str | Path, split: str | None = None, field: str = "prompts") -> list[Prompt]:
     """Read a prompt JSONL file; keep the prompts of ``split`` if given (all of them if the file has no
-    splits). Raises :class:`ConfigError` naming the line of the first malformed entry."""
+    splits). Raises :class:`ConfigError` (about ``field``) naming the line of the first malformed entry."""
     path = Path(path)
     if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(
-            f'--{flag}: {str(path)!r} is not a file. Pass a JSONL file of {{"prompt": ...}} lines.'
+            f"{str(path)!r} {problem}.", field=field, value=str(path), fix=f"Pass a JSONL file. {FORMAT_FIX}"
         )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--{flag}: cannot read {str(path)!r} ({e}).") from None
-    prompts = [parse_line(line, i, path, flag) for i, line in enumerate(lines, start=1) if line.strip()]
-    if not prompts:
         raise ConfigError(
-            f'--{flag}: {str(path)!r} holds no prompts. Write one {{"prompt": ...}} object per line.'
-        )
-    check_ids(prompts, path, flag)
-    return select_split(prompts, split, path, flag)
+            f"cannot read {str(path)!r} ({e}).",
+            field=field,
+            value=str(path),
+            fix="Pass a readable UTF-8 file.",
+        ) from None
+    prompts = [parse_line(line, i, path, field) for i, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise ConfigError(f"{str(path)!r} holds no prompts.", field=field, value=str(path), fix=FORMAT_FIX)
+    check_ids(prompts, path, field)
+    return select_split(prompts, split, path, field)
 
 
-def parse_line(line: str, number: int, path: Path, flag: str) -> Prompt:
-    where = f"--{flag}: {path.name} line {number}"
+def parse_line(line: str, number: int, path: Path, field: str) -> Prompt:
+    def bad(what: str, fix: str = FORMAT_FIX) -> ConfigError:
+        return ConfigError(f"{path.name} line {number}: {what}.", field=field, value=str(path), fix=fix)
+
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{where}: not valid JSON ({e.msg}). Write one JSON object per line.") from None
+        raise bad(f"not valid JSON ({e.msg})") from None
     if not isinstance(obj, dict):
-        raise ConfigError(
-            f'{where}: expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}.'
-        )
+        raise bad(f'expected a JSON object like {{"prompt": "..."}}, got {type(obj).__name__}')
     text = obj.get("prompt")
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f'{where}: needs a non-empty string field "prompt".')
+        raise bad('needs a non-empty string field "prompt"')
     for key in ("id", "split"):
         if key in obj and not isinstance(obj[key], str):
-            raise ConfigError(f"{where}: field {key!r} must be a string, got {obj[key]!r}.")
+            raise bad(f"field {key!r} must be a string, got {obj[key]!r}", f"Write {key} as a JSON string.")
     return Prompt(text, obj.get("id") or f"line-{number}", obj.get("split"), number)
 
 
-def check_ids(prompts: list[Prompt], path: Path, flag: str) -> None:
+def check_ids(prompts: list[Prompt], path: Path, field: str) -> None:
     seen: dict[str, int] = {}
     for p in prompts:
         if p.id in seen:
             raise ConfigError(
-                f"--{flag}: {path.name} line {p.line}: id {p.id!r} is already used on line {seen[p.id]}; "
-                "ids must be unique."
+                f"{path.name} line {p.line}: id {p.id!r} is already used on line {seen[p.id]}.",
+                field=field,
+                value=str(path),
+                fix="Give every prompt a unique id (or none).",
             )
         seen[p.id] = p.line
 
 
-def select_split(prompts: list[Prompt], split: str | None, path: Path, flag: str) -> list[Prompt]:
+def select_split(prompts: list[Prompt], split: str | None, path: Path, field: str) -> list[Prompt]:
     with_split = [p for p in prompts if p.split is not None]
     if not with_split:
         return prompts
     if len(with_split) != len(prompts):
         missing = next(p for p in prompts if p.split is None)
         raise ConfigError(
-            f'--{flag}: {path.name} line {missing.line}: no "split" while other lines have one; give every line '
-            "a split or none."
+            f'{path.name} line {missing.line}: no "split" while other lines have one.',
+            field=field,
+            value=str(path),
+            fix="Give every line a split, or none.",
         )
     if split is None:
         return prompts
     chosen = [p for p in prompts if p.split == split]
     if not chosen:
         found = sorted({p.split for p in with_split if p.split})
-        raise ConfigError(f"--split: {path.name} has no prompts in split {split!r}; it has {found}.")
+        raise ConfigError(
+            f"{path.name} has no prompts in split {split!r}; it has {found}.",
+            field="split",
+            value=split,
+            fix=f"Pass one of {found}.",
+        )
     return chosen

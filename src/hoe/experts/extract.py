@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 
 from hoe.conventions import Rank
-from hoe.errors import ConfigError, ShapeMismatchError
+from hoe.errors import ConfigError, ShapeMismatchError, bad_value
 from hoe.experts.targets import TargetModule, find_target_modules, linear_modules, skeleton_from_config
-from hoe.experts.task_svd import validate_rank
+from hoe.experts.task_svd import validate_rank, validate_svd
 from hoe.experts.task_vectors import AdapterTaskVector, CheckpointTaskVector, Compressed
 from hoe.io.adapters import is_peft_adapter, write_adapter
-from hoe.io.atomic import atomic_output_dir, check_output_dir
+from hoe.io.atomic import atomic_children, check_children
 from hoe.io.checkpoint import Checkpoint
 from hoe.io.resolve import resolve_model_dir
 from hoe.provenance import command_line, versions
@@ -23,6 +23,7 @@ DEFAULT_SPARSITY = 0.2
 """Fraction of smallest-magnitude task-vector entries dropped before the SVD (the paper's ``min_ratio``)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+Source = CheckpointTaskVector | AdapterTaskVector
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -46,27 +47,25 @@ def extract(
     """
     rank = validate_rank(rank)
     validate_names(tuned, "tuned")
+    svd = validate_svd(svd, rank)
     out_dtype = parse_dtype(dtype)
-    check_output_dir(out, overwrite)
-    base_ckpt = Checkpoint(resolve_model_dir(base, "base"), "base")
+    if sparsity is not None:
+        validate_sparsity(sparsity)
+    check_children(out, tuned, overwrite)
+    base_ckpt = Checkpoint(resolve_model_dir(base, field="base"), field="base")
     skeleton = skeleton_from_config(base_ckpt.config())
     all_linear = linear_modules(skeleton)
     modules = find_target_modules(skeleton, targets)
     _check_base(base_ckpt, modules)
-    sources: dict[str, CheckpointTaskVector | AdapterTaskVector] = {}
-    for name, ref in tuned.items():
-        folder = resolve_model_dir(ref, "tuned")
-        if is_peft_adapter(folder):
-            sources[name] = AdapterTaskVector(name, folder, "tuned", all_linear)
-        else:
-            sources[name] = CheckpointTaskVector(name, base_ckpt, Checkpoint(folder, "tuned"), modules)
-        check_rank_fits(rank, sources[name].modules)
-    with atomic_output_dir(out, overwrite) as tmp:
+    sources = {
+        name: _source(name, ref, base_ckpt, modules, all_linear, targets) for name, ref in tuned.items()
+    }
+    sparsities = {name: _sparsity(sparsity, src) for name, src in sources.items()}
+    for name, src in sources.items():
+        check_source_rank(rank, src, sparsities[name])
+    with atomic_children(out, tuned, overwrite) as tmp:
         for name, src in sources.items():
-            s = validate_sparsity(
-                sparsity if sparsity is not None else (DEFAULT_SPARSITY if src.kind == "checkpoint" else 0.0)
-            )
-            compressed = src.compress(rank, s, svd, progress)
+            compressed = src.compress(rank, sparsities[name], svd, progress)
             record = {
                 "format": "hoe-expert/1",
                 "kind": "single",
@@ -75,8 +74,9 @@ def extract(
                 "source": str(tuned[name]),
                 "source_kind": src.kind,
                 "rank": rank,
-                "sparsity": s,
+                "sparsity": sparsities[name],
                 "svd": svd,
+                "targets": list(targets) if targets else None,
                 **energy_summary(compressed),
                 "command": command_line(),
                 "versions": versions(),
@@ -92,21 +92,46 @@ def extract(
     return {name: Path(out) / name for name in tuned}
 
 
+def _source(
+    name: str,
+    ref: str | Path,
+    base: Checkpoint,
+    modules: list[TargetModule],
+    all_linear: dict[str, TargetModule],
+    targets: list[str] | None,
+) -> Source:
+    """The task vector of one ``tuned`` input, a PEFT adapter or a full checkpoint, checked against the base."""
+    folder = resolve_model_dir(ref, field="tuned")
+    if is_peft_adapter(folder):
+        return AdapterTaskVector(name, folder, "tuned", all_linear, targets)
+    return CheckpointTaskVector(name, base, Checkpoint(folder, field="tuned"), modules)
+
+
+def _sparsity(sparsity: float | None, src: Source) -> float:
+    """The given sparsity, else the default of the source's kind (an adapter's delta is already low-rank)."""
+    if sparsity is not None:
+        return float(sparsity)
+    return DEFAULT_SPARSITY if src.kind == "checkpoint" else 0.0
+
+
 def validate_names(named: Mapping[str, object], field: str) -> None:
+    """At least one NAME, each usable as a folder name (experts are written as ``out/NAME``)."""
     if not named:
-        raise ConfigError(f"--{field}: nothing given. Pass at least one NAME=PATH.")
+        raise ConfigError("nothing given.", field=field, fix="Pass at least one NAME=PATH.")
     for name in named:
-        if not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.match(name):
             raise ConfigError(
-                f"--{field}: name {name!r} is not usable as a folder name; use letters, digits, _ . -"
+                f"name {name!r} is not usable as a folder name.",
+                field=field,
+                value=name,
+                fix="Use letters, digits, _ . - (not starting with . _ or -).",
             )
 
 
 def validate_sparsity(sparsity: float) -> float:
-    if not 0.0 <= sparsity < 1.0:
-        raise ConfigError(
-            f"--sparsity: got {sparsity}. Pass a fraction in [0, 1) of entries to drop (0 = none)."
-        )
+    """A fraction in [0, 1) of task-vector entries to drop; NaN, inf and non-numbers are refused."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+        raise bad_value("sparsity", sparsity, "Pass a fraction in [0, 1) of entries to drop (0 = none).")
     return float(sparsity)
 
 
@@ -117,9 +142,27 @@ def check_rank_fits(rank: Rank, modules: list[TargetModule]) -> None:
         if too_small:
             m = min(too_small, key=lambda m: m.max_rank)
             raise ConfigError(
-                f"--rank: got {rank}, larger than the matrix {m.name} ({m.out_features}x{m.in_features}) allows. "
-                f"Pass --rank <= {m.max_rank}, or an energy fraction such as 0.9."
+                f"got {rank}, larger than the matrix {m.name} ({m.out_features}x{m.in_features}) allows.",
+                field="rank",
+                value=rank,
+                fix=f"Pass rank <= {m.max_rank}, or an energy fraction such as 0.9.",
             )
+
+
+def check_source_rank(rank: Rank, src: Source, sparsity: float) -> None:
+    """An int rank must fit every matrix, and, for an adapter passed through without sparsity, not exceed the
+    adapter's own rank: SVD of B @ A cannot give more components than A has rows, so the expert would
+    silently be of lower rank than asked and recorded. (With sparsity the sparsified delta is full-rank.)"""
+    if isinstance(src, AdapterTaskVector) and isinstance(rank, int) and sparsity == 0:
+        module, r = src.min_rank()
+        if rank > r:
+            raise ConfigError(
+                f"got {rank}, larger than the rank {r} of adapter {src.name!r} (module {module}).",
+                field="rank",
+                value=rank,
+                fix=f"Pass rank <= {r} (the adapter's rank) or an energy fraction.",
+            )
+    check_rank_fits(rank, src.modules)
 
 
 def energy_summary(compressed: Compressed) -> dict:
@@ -148,16 +191,20 @@ def expert_card(name: str, record: dict) -> str:
 
 
 def _check_base(base: Checkpoint, modules: list[TargetModule]) -> None:
+    """The base checkpoint's weights have the shapes its config.json implies (checked before any work)."""
     for m in modules:
         expected = (m.in_features, m.out_features) if m.transposed else (m.out_features, m.in_features)
         if base.shape(m.weight_key) != expected:
             raise ShapeMismatchError(
-                f"--base: {m.weight_key} has shape {base.shape(m.weight_key)} but config.json implies {expected}."
+                f"{m.weight_key} has shape {base.shape(m.weight_key)} but config.json implies {expected}.",
+                field="base",
+                fix="Pass a model folder whose weights match its config.json.",
             )
 
 
 def parse_dtype(name: str) -> torch.dtype:
+    """The saved adapter dtype by name."""
     try:
         return DTYPES[name]
-    except KeyError:
-        raise ConfigError(f"--dtype: got {name!r}. Choose one of {sorted(DTYPES)}.") from None
+    except (KeyError, TypeError):
+        raise bad_value("dtype", name, f"Choose one of {sorted(DTYPES)}.") from None

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 from hoe.conventions import Rank
 from hoe.errors import ShapeMismatchError
 from hoe.experts.extract import check_rank_fits, energy_summary, expert_card, parse_dtype, validate_names
-from hoe.experts.merging import get_merge_method
+from hoe.experts.merging import get_merge_method, resolve_options
 from hoe.experts.targets import TargetModule
-from hoe.experts.task_svd import task_svd, validate_rank
+from hoe.experts.task_svd import task_svd, validate_rank, validate_svd
 from hoe.experts.task_vectors import Compressed
 from hoe.io.adapters import LoraWeights, read_adapter, read_adapter_config, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir, check_output_dir
@@ -38,33 +38,39 @@ def merge(
     **method_options: float,
 ) -> Path:
     """Merge the LoRA experts ``expert`` (name -> adapter folder) at ``preference`` (over those names) with
-    ``method`` into one rank-``rank`` LoRA expert written to ``out``. Returns ``out``."""
+    ``method`` into one rank-``rank`` LoRA expert written to ``out``. Returns ``out``.
+
+    ``method_options`` are checked against the options ``method`` declares (see :mod:`hoe.experts.merging`)
+    before any work, and recorded with the defaults filled in.
+    """
     validate_names(expert, "expert")
     names = list(expert)
     lam = to_simplex(preference, names, "preference")
     merge_fn = get_merge_method(method)
+    options = resolve_options(method, method_options)
     rank = validate_rank(rank)
+    svd = validate_svd(svd, rank)
     out_dtype = parse_dtype(dtype)
     check_output_dir(out, overwrite)
-    weights = {name: read_adapter(Path(folder), "expert") for name, folder in expert.items()}
+    weights = {name: read_adapter(Path(folder), field="expert") for name, folder in expert.items()}
     modules = _module_union(weights)
     check_rank_fits(rank, list(modules.values()))
     anchor = merged_anchor(expert, lam)
+    base = read_adapter_config(Path(expert[names[0]]), field="expert").get("base_model_name_or_path") or ""
     with atomic_output_dir(out, overwrite) as tmp:
         compressed: Compressed = {}
         for m in tqdm(modules.values(), desc=f"merge ({method})", unit="module", disable=not progress):
             deltas = torch.stack([_delta(weights[n], m) for n in names])  # (n, out, in)
-            merged = merge_fn(deltas, lam.to(deltas.dtype), **method_options)
+            merged = merge_fn(deltas, lam.to(deltas.dtype), **options)
             lr = task_svd(merged, rank, svd)
             compressed[m.name] = (LoraWeights(A=lr.A, B=lr.B, transposed=m.transposed), lr.energy)
-        base = read_adapter_config(Path(expert[names[0]]), "expert").get("base_model_name_or_path") or ""
         record = {
             "format": "hoe-expert/1",
             "kind": "merged",
             "anchor": anchor,
             "preference": {n: float(w) for n, w in zip(names, lam)},
             "method": method,
-            "method_options": method_options,
+            "method_options": options,
             "sources": {n: str(p) for n, p in expert.items()},
             "base": base,
             "rank": rank,
@@ -88,25 +94,37 @@ def merged_anchor(expert: Mapping[str, str | Path], lam: torch.Tensor) -> dict[s
     """Σ_i λ_i · anchor_i over objectives; an expert without a record is the vertex of its own name."""
     anchor: dict[str, float] = {}
     for (name, folder), w in zip(expert.items(), lam.tolist()):
-        record = read_record(folder) or {"anchor": {name: 1.0}}
-        for objective, a in record["anchor"].items():
+        record = read_record(folder, field="expert") or {}
+        for objective, a in record.get("anchor", {name: 1.0}).items():
             anchor[objective] = anchor.get(objective, 0.0) + w * a
     return {k: round(v, 12) for k, v in anchor.items()}
 
 
 def _module_union(weights: dict[str, dict[str, LoraWeights]]) -> dict[str, TargetModule]:
-    """All modules adapted by any expert; the experts must agree on each module's shape."""
+    """All modules adapted by any expert; the experts must agree on each module's shape.
+
+    A disagreement names both experts and both shapes: which one is wrong cannot be told from the experts
+    alone (merge has no base model), so blaming the second one seen would mislead.
+    """
     modules: dict[str, TargetModule] = {}
+    owner: dict[str, str] = {}  # module -> the expert whose shape was seen first
     for name, ws in weights.items():
         for module, w in ws.items():
             m = TargetModule(module, w.B.shape[0], w.A.shape[1], w.transposed)
-            if modules.setdefault(module, m) != m:
+            first = modules.setdefault(module, m)
+            owner.setdefault(module, name)
+            if first != m:
                 raise ShapeMismatchError(
-                    f"--expert: {name!r} has module {module} of shape {(m.out_features, m.in_features)} but another "
-                    f"expert has {(modules[module].out_features, modules[module].in_features)}: "
-                    "merge experts of the same base model."
+                    f"experts {owner[module]!r} and {name!r} disagree on module {module}: (out, in) = "
+                    f"{_shape(first)} vs {_shape(m)}.",
+                    field="expert",
+                    fix="Merge experts of the same base model.",
                 )
     return dict(sorted(modules.items()))
+
+
+def _shape(m: TargetModule) -> str:
+    return f"{(m.out_features, m.in_features)}{' (Conv1D)' if m.transposed else ''}"
 
 
 def _delta(ws: dict[str, LoraWeights], m: TargetModule) -> torch.Tensor:

@@ -58,26 +58,61 @@ def linear_modules(model: nn.Module) -> dict[str, TargetModule]:
     return out
 
 
+def block_linear_modules(model: nn.Module) -> dict[str, TargetModule]:
+    """The linear projections inside the transformer blocks (what `hoe` adapts), by module path."""
+    return {name: m for name, m in linear_modules(model).items() if _IN_BLOCK.search(f".{name}.")}
+
+
+def matches(target: str, module: str) -> bool:
+    """A target names a module by its full path or its leaf name (``q_proj`` hits ``model.layers.0...q_proj``)."""
+    return target == module or module.rsplit(".", 1)[-1] == target
+
+
 def find_target_modules(model: nn.Module, targets: Sequence[str] | None = None) -> list[TargetModule]:
-    """List the adapted modules of ``model``.
+    """List the adapted modules of ``model``: every linear projection inside the transformer blocks, or those
+    that ``targets`` (leaf names such as ``q_proj`` or full module paths) name.
 
-    ``targets`` are module leaf names (``q_proj``) or full module paths; ``None`` means every linear
-    projection inside the transformer blocks.
+    Every target must name at least one such projection; a target naming ``lm_head``, an embedding, a norm
+    or nothing at all is refused with the valid names, since silently adapting less than asked (or failing
+    later on a tensor the base ties away, as ``lm_head`` often is) would be wrong without a word.
     """
-    wanted = set(targets or [])
-
-    def hit(name: str) -> bool:
-        if targets:
-            return name in wanted or name.rsplit(".", 1)[-1] in wanted
-        return bool(_IN_BLOCK.search(f".{name}."))
-
-    found = [m for name, m in linear_modules(model).items() if hit(name)]
-    if not found:
-        hint = (
-            f"none of {sorted(wanted)} names a linear module" if targets else "no linear module inside blocks"
+    in_block = block_linear_modules(model)
+    if not in_block:
+        raise ConfigError(
+            "the base model has no linear projection inside its transformer blocks.",
+            field="base",
+            fix="Pass a Hugging Face causal LM with numbered blocks (model.layers.N or transformer.h.N).",
         )
-        raise ConfigError(f"--targets: {hint}. Pass leaf names such as q_proj,v_proj or full module paths.")
-    return found
+    if not targets:
+        return list(in_block.values())
+    bad = [t for t in targets if not any(matches(t, name) for name in in_block)]
+    if bad:
+        raise _bad_targets(bad, model, in_block)
+    return [m for name, m in in_block.items() if any(matches(t, name) for t in targets)]
+
+
+def leaf_names(modules: dict[str, TargetModule]) -> list[str]:
+    """Distinct leaf names (``q_proj``...) of ``modules``, in model order."""
+    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in modules))
+
+
+def _bad_targets(bad: list[str], model: nn.Module, in_block: dict[str, TargetModule]) -> ConfigError:
+    """The error for targets naming no block projection; it says when they name another kind of module."""
+    all_modules = [name for name, _ in model.named_modules() if name]
+    elsewhere = [t for t in bad if any(matches(t, name) for name in all_modules)]
+    unknown = [t for t in bad if t not in elsewhere]
+    parts = []
+    if elsewhere:
+        parts.append(f"{elsewhere}: not inside a block or not linear (embeddings, norms, lm_head)")
+    if unknown:
+        parts.append(f"{unknown}: no such module in the base model")
+    why = "; ".join(parts)
+    return ConfigError(
+        f"hoe adapts only linear projections inside the transformer blocks: {why}.",
+        field="targets",
+        value=bad,
+        fix=f"Pass some of {leaf_names(in_block)} (or full module paths).",
+    )
 
 
 def skeleton_from_config(config: dict) -> nn.Module:
@@ -87,10 +122,17 @@ def skeleton_from_config(config: dict) -> nn.Module:
     cfg = dict(config)
     model_type = cfg.pop("model_type", None)
     if model_type is None:
-        raise ConfigError("--base: config.json has no model_type; is this a Hugging Face model folder?")
+        raise ConfigError(
+            "config.json has no model_type.", field="base", fix="Pass a Hugging Face causal LM folder."
+        )
     try:
         hf_config = AutoConfig.for_model(model_type, **cfg)
     except (KeyError, ValueError) as e:
-        raise ConfigError(f"--base: transformers does not know model_type {model_type!r} ({e}).") from None
+        raise ConfigError(
+            f"transformers does not know model_type {model_type!r} ({e}).",
+            field="base",
+            value=model_type,
+            fix="Pass a causal LM that your transformers version supports, or upgrade transformers.",
+        ) from None
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(hf_config)

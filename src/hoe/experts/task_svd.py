@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from hoe.conventions import Rank
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, bad_value
 
 RANDOMIZED_MIN_DIM = 1024
 """``svd="auto"`` uses randomized SVD when an int rank is at most 1/8 of a matrix side of this size or more."""
@@ -39,16 +39,17 @@ class LowRank:
         return self.A.shape[0]
 
 
+SVD_SOLVERS = ("auto", "full", "randomized")
+
+
 def validate_rank(rank: Rank, field: str = "rank") -> Rank:
     """Check that a rank is an int >= 1 or an energy fraction in (0, 1] (see :mod:`hoe.conventions`)."""
     if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise ConfigError(f"--{field}: got {rank!r}. Pass an int >= 1 or an energy fraction in (0, 1].")
+        raise bad_value(field, rank, "Pass an int >= 1 or an energy fraction in (0, 1].")
     if isinstance(rank, int) and rank < 1:
-        raise ConfigError(f"--{field}: got {rank}. A rank must be >= 1 (or an energy fraction in (0, 1]).")
+        raise bad_value(field, rank, "A rank must be >= 1 (or an energy fraction in (0, 1]).")
     if isinstance(rank, float) and not 0.0 < rank <= 1.0:
-        raise ConfigError(
-            f"--{field}: got {rank}. An energy fraction must lie in (0, 1]; an int gives a rank."
-        )
+        raise bad_value(field, rank, "An energy fraction must lie in (0, 1]; an int gives a rank.")
     return rank
 
 
@@ -57,10 +58,26 @@ def parse_rank(text: str, field: str = "rank") -> Rank:
     try:
         value: Rank = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
     except ValueError:
-        raise ConfigError(
-            f"--{field}: got {text!r}. Pass an int rank (64) or an energy fraction (0.9)."
-        ) from None
+        raise bad_value(field, text, "Pass an int rank (64) or an energy fraction (0.9).") from None
     return validate_rank(value, field)
+
+
+def validate_svd(svd: str, rank: Rank | None = None, field: str = "svd") -> str:
+    """Check the SVD solver name up front, so a typo is refused before any work (and never recorded).
+
+    ``"randomized"`` needs an int ``rank`` (it computes only the top components, so it cannot tell how many an
+    energy fraction needs); with a fraction it is refused rather than silently replaced by a full SVD.
+    """
+    if svd not in SVD_SOLVERS:
+        raise bad_value(field, svd, f"Choose one of {', '.join(SVD_SOLVERS)}.")
+    if svd == "randomized" and isinstance(rank, float):
+        raise ConfigError(
+            f"randomized SVD needs an int rank, but rank is the energy fraction {rank}.",
+            field=field,
+            value=svd,
+            fix="Pass an int rank, or use full or auto.",
+        )
+    return svd
 
 
 def choose_rank(singular_values: torch.Tensor, rank: Rank, max_side: int | None = None) -> int:
@@ -94,8 +111,7 @@ def task_svd(
     ``svd``: ``"full"`` (exact, ``torch.linalg.svd``), ``"randomized"`` (Halko et al., ``torch.svd_lowrank``,
     int ranks only) or ``"auto"`` (randomized for large matrices and small int ranks).
     """
-    if svd not in ("auto", "full", "randomized"):
-        raise ConfigError(f"--svd: got {svd!r}. Choose auto, full or randomized.")
+    validate_svd(svd, rank)
     work = delta if delta.dtype in (torch.float32, torch.float64) else delta.float()
     total = work.double().square().sum()
     small_side = min(work.shape)

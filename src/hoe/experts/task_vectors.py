@@ -11,15 +11,15 @@ Two sources, one interface:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from hoe.conventions import Rank
-from hoe.errors import ShapeMismatchError
-from hoe.experts.targets import TargetModule
+from hoe.errors import ConfigError, ShapeMismatchError
+from hoe.experts.targets import TargetModule, matches
 from hoe.experts.task_svd import LowRank, kth_smallest_abs, retruncate, sparsify, task_svd
 from hoe.io.adapters import LoraWeights, read_adapter
 from hoe.io.checkpoint import Checkpoint
@@ -37,12 +37,15 @@ class CheckpointTaskVector:
         self._check_architecture()
 
     def _check_architecture(self) -> None:
+        """Same model type and, for every target, the same weight shape as the base: checked before any work."""
         field = self.tuned.field
         b_type, t_type = self.base.config().get("model_type"), self.tuned.config().get("model_type")
         if b_type != t_type:
             raise ShapeMismatchError(
-                f"--{field}: {self.name!r} is a {t_type!r} model but --base is {b_type!r}; "
-                "a task vector needs a fine-tune of the same base."
+                f"{self.name!r} is a {t_type!r} model but the base model is {b_type!r}.",
+                field=field,
+                value=str(self.tuned.folder),
+                fix="A task vector needs a fine-tune of the same base model.",
             )
         bad = []
         for m in self.modules:
@@ -55,8 +58,11 @@ class CheckpointTaskVector:
         if bad:
             more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
             raise ShapeMismatchError(
-                f"--{field}: {self.name!r} ({str(self.tuned.folder)!r}) does not match --base: "
-                f"{'; '.join(bad[:3])}{more}. Pass a fine-tune of the same base model."
+                f"{self.name!r} ({str(self.tuned.folder)!r}) does not match the base model: "
+                f"{'; '.join(bad[:3])}{more}.",
+                field=field,
+                value=str(self.tuned.folder),
+                fix="Pass a fine-tune of the same base model.",
             )
 
     def deltas(self) -> Iterator[tuple[TargetModule, torch.Tensor]]:
@@ -84,27 +90,69 @@ class CheckpointTaskVector:
 
 
 class AdapterTaskVector:
-    """τ given as an existing PEFT LoRA adapter of the base model."""
+    """τ given as an existing PEFT LoRA adapter of the base model.
+
+    ``targets`` (leaf names or module paths, as for checkpoints) keeps only the modules they name; each must
+    name at least one of the adapter's modules, since a target the adapter lacks cannot be honoured.
+    """
 
     kind = "peft-adapter"
 
-    def __init__(self, name: str, folder: Path, field: str, skeleton_modules: dict[str, TargetModule]):
-        self.name = name
-        self.weights = read_adapter(folder, field)
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        field: str,
+        skeleton_modules: dict[str, TargetModule],
+        targets: Sequence[str] | None = None,
+    ):
+        self.name, self.field = name, field
+        weights = read_adapter(folder, field=field)
+        self.weights = {
+            m: w for m, w in weights.items() if not targets or any(matches(t, m) for t in targets)
+        }
+        self._check_targets(targets, weights, folder)
+        self._check_shapes(skeleton_modules, folder)
+        self.modules = [skeleton_modules[n] for n in self.weights]
+
+    def _check_targets(
+        self, targets: Sequence[str] | None, weights: dict[str, LoraWeights], folder: Path
+    ) -> None:
+        missing = [t for t in targets or [] if not any(matches(t, m) for m in weights)]
+        if missing:
+            has = list(dict.fromkeys(m.rsplit(".", 1)[-1] for m in weights))
+            raise ConfigError(
+                f"adapter {self.name!r} ({str(folder)!r}) has no module {missing}; it adapts {has}.",
+                field="targets",
+                value=missing,
+                fix=f"Pass targets among {has}, or none to keep every module of the adapter.",
+            )
+
+    def _check_shapes(self, skeleton_modules: dict[str, TargetModule], folder: Path) -> None:
+        """Each module's delta B @ A must have the shape of the base module it adapts: checked before any work."""
         bad = []
         for module, w in self.weights.items():
             m = skeleton_modules.get(module)
             if m is None:
-                bad.append(f"{module} is not a linear module of --base")
+                bad.append(f"{module} is not a linear module of the base model")
             elif (w.B.shape[0], w.A.shape[1]) != (m.out_features, m.in_features):
                 bad.append(
-                    f"{module} delta {(w.B.shape[0], w.A.shape[1])} vs base {(m.out_features, m.in_features)}"
+                    f"{module}: delta (out, in) = {(w.B.shape[0], w.A.shape[1])} but the base module has "
+                    f"{(m.out_features, m.in_features)}"
                 )
         if bad:
+            more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
             raise ShapeMismatchError(
-                f"--{field}: adapter {name!r} does not fit --base: {'; '.join(bad[:3])}."
+                f"adapter {self.name!r} ({str(folder)!r}) does not fit the base model: {'; '.join(bad[:3])}{more}.",
+                field=self.field,
+                value=str(folder),
+                fix="Pass an adapter trained on this base model.",
             )
-        self.modules = [skeleton_modules[n] for n in self.weights]
+
+    def min_rank(self) -> tuple[str, int]:
+        """(module, rank) of the adapter's lowest-rank module: the most an int rank can keep without sparsity."""
+        module = min(self.weights, key=lambda m: self.weights[m].rank)
+        return module, self.weights[module].rank
 
     def deltas(self) -> Iterator[tuple[TargetModule, torch.Tensor]]:
         for m in self.modules:

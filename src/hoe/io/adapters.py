@@ -10,6 +10,7 @@ alpha patterns) is folded into ``B``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,49 +85,147 @@ def write_adapter(
 
 
 def read_adapter(folder: str | Path, field: str = "expert") -> dict[str, LoraWeights]:
-    """Read a PEFT LoRA adapter into ``{module: LoraWeights}`` with the PEFT scaling folded into ``B``."""
+    """Read a PEFT LoRA adapter into ``{module: LoraWeights}`` with the PEFT scaling folded into ``B``.
+
+    Each module's factors are checked for consistency here (A: (r, in), B: (out, r) with the same r), so every
+    reader (``extract``, ``merge``, ``build``) refuses a broken adapter before any work instead of passing it
+    on or crashing later in a matrix product. ``field`` is the argument the folder came from, named in errors.
+    """
     folder = Path(folder)
-    cfg = read_adapter_config(folder, field)
-    ckpt = Checkpoint(folder, field)
-    parts: dict[str, dict[str, torch.Tensor]] = {}
-    for key in ckpt:
-        m = _KEY.match(key)
-        if m is None:
-            continue  # e.g. modules_to_save; not part of the low-rank delta
-        parts.setdefault(m["module"], {})[m["ab"]] = ckpt.get(key)
+    cfg = read_adapter_config(folder, field=field)
+    parts = _lora_tensors(Checkpoint(folder, field=field))
     if not parts:
-        raise CheckpointError(f"--{field}: {str(folder)!r} holds no lora_A/lora_B tensors.")
+        raise CheckpointError(
+            f"{str(folder)!r} holds no lora_A/lora_B tensors.",
+            field=field,
+            fix="Pass a PEFT LoRA adapter folder.",
+        )
     out = {}
     for module, ab in parts.items():
-        if set(ab) != {"A", "B"}:
-            missing = ({"A", "B"} - set(ab)).pop()
-            raise CheckpointError(
-                f"--{field}: module {module!r} in {str(folder)!r} has no lora_{missing} tensor."
-            )
-        r = ab["A"].shape[0]
-        out[module] = LoraWeights(
-            ab["A"], ab["B"] * _scaling(cfg, module, r), bool(cfg.get("fan_in_fan_out"))
-        )
+        A, B = _checked_factors(module, ab, folder, field)
+        _check_config_rank(cfg, module, A.shape[0], folder, field)
+        out[module] = LoraWeights(A, B * _scaling(cfg, module, A.shape[0]), bool(cfg.get("fan_in_fan_out")))
     return out
 
 
-def read_adapter_config(folder: Path, field: str) -> dict:
+def _lora_tensors(ckpt: Checkpoint) -> dict[str, dict[str, torch.Tensor]]:
+    """``{module: {"A": lora_A, "B": lora_B}}`` of every LoRA key (others, e.g. modules_to_save, are skipped)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key in ckpt:
+        m = _KEY.match(key)
+        if m is not None:
+            parts.setdefault(m["module"], {})[m["ab"]] = ckpt.get(key)
+    return parts
+
+
+def _checked_factors(
+    module: str, ab: dict[str, torch.Tensor], folder: Path, field: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, B)`` of one module, refused unless both exist, are matrices and share the rank r."""
+    missing = sorted({"A", "B"} - set(ab))
+    if missing:
+        raise CheckpointError(
+            f"module {module!r} in {str(folder)!r} has no lora_{missing[0]} tensor.",
+            field=field,
+            fix="Pass a complete PEFT LoRA adapter.",
+        )
+    A, B = ab["A"], ab["B"]
+    if A.dim() != 2 or B.dim() != 2:
+        raise CheckpointError(
+            f"module {module!r} in {str(folder)!r} has lora_A {tuple(A.shape)} and lora_B {tuple(B.shape)}; "
+            "both must be matrices.",
+            field=field,
+            fix="Pass a LoRA adapter of linear layers.",
+        )
+    if A.shape[0] != B.shape[1]:
+        raise CheckpointError(
+            f"module {module!r} in {str(folder)!r} has lora_A of rank {A.shape[0]} {tuple(A.shape)} but lora_B "
+            f"of rank {B.shape[1]} {tuple(B.shape)}; B @ A needs the same rank.",
+            field=field,
+            fix="The adapter is broken; save or download it again.",
+        )
+    return A, B
+
+
+def _check_config_rank(cfg: dict, module: str, r: int, folder: Path, field: str) -> None:
+    """The rank ``adapter_config.json`` gives ``module`` (``r`` or ``rank_pattern``) must be the tensors' rank:
+    PEFT scales by the configured one, so a mismatch would make `hoe`'s delta differ from what PEFT loads."""
+    from peft.utils.other import get_pattern_key
+
+    expected = cfg.get("r")
+    pattern = cfg.get("rank_pattern") or {}
+    if pattern:
+        expected = pattern.get(get_pattern_key(list(pattern), module), expected)
+    if isinstance(expected, int) and expected != r:
+        raise CheckpointError(
+            f"module {module!r} in {str(folder)!r} has rank {r} tensors but {ADAPTER_CONFIG} gives rank {expected}.",
+            field=field,
+            fix="The adapter is inconsistent; save or download it again.",
+        )
+
+
+def read_adapter_config(folder: Path, field: str = "expert") -> dict:
+    """The folder's ``adapter_config.json``, refused unless it is a plain LoRA adapter's."""
     path = folder / ADAPTER_CONFIG
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"--{field}: cannot read {str(path)!r} ({e}).") from None
+    cfg = _read_json(path, field, "a PEFT adapter folder")
     if cfg.get("peft_type", "LORA") != "LORA" or cfg.get("use_dora"):
         kind = "DoRA" if cfg.get("use_dora") else cfg.get("peft_type")
         raise CheckpointError(
-            f"--{field}: {str(folder)!r} is a {kind} adapter; hoe reads plain LoRA adapters."
+            f"{str(folder)!r} is a {kind} adapter; hoe reads plain LoRA adapters.",
+            field=field,
+            value=str(folder),
+            fix="Pass a LoRA adapter folder.",
         )
     return cfg
 
 
-def read_record(folder: str | Path) -> dict | None:
+def read_record(folder: str | Path, field: str = "expert") -> dict | None:
+    """The `hoe` record of an expert folder (None if it has none), checked enough for its readers: a JSON
+    object whose ``anchor``, if present, maps objective names to finite numbers >= 0. A garbled record is a
+    :class:`CheckpointError` naming the file, not a traceback in whoever reads the anchor."""
     path = Path(folder) / EXPERT_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    record = _read_json(path, field, "an expert made by hoe extract or hoe merge, or delete the file")
+    anchor = record.get("anchor")
+    if anchor is not None and not _is_anchor(anchor):
+        raise CheckpointError(
+            f"{str(path)!r} has anchor {anchor!r}; expected a mapping of objective names to numbers >= 0.",
+            field=field,
+            fix="Fix or delete the file (without a record an expert is the vertex of its own name).",
+        )
+    return record
+
+
+def _is_anchor(anchor: object) -> bool:
+    """A non-empty ``{name: finite number >= 0}`` mapping."""
+    return (
+        isinstance(anchor, dict)
+        and bool(anchor)
+        and all(
+            isinstance(k, str)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and 0 <= v < math.inf
+            for k, v in anchor.items()
+        )
+    )
+
+
+def _read_json(path: Path, field: str, what: str) -> dict:
+    """A JSON object from ``path``, or a :class:`CheckpointError` naming the file (unreadable, not JSON, not an
+    object)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {str(path)!r} ({e}).", field=field, fix=f"Pass {what}.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}, not an object.",
+            field=field,
+            fix=f"Pass {what}.",
+        )
+    return data
 
 
 def _scaling(cfg: dict, module: str, r: int) -> float:

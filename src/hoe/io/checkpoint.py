@@ -54,8 +54,10 @@ class SafetensorsFile:
                 )
         except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
             raise CheckpointError(
-                f"--{field}: cannot read {str(path)!r} ({e}). The file is corrupted or truncated; "
-                "download or save it again."
+                f"cannot read {str(path)!r} ({e}): the file is corrupted or truncated.",
+                field=field,
+                value=str(path),
+                fix="Download or save it again.",
             ) from None
         self.header: dict[str, dict] = header
 
@@ -66,12 +68,20 @@ class SafetensorsFile:
         info = self.header[name]
         dtype = DTYPES.get(info["dtype"])
         if dtype is None:
-            raise CheckpointError(f"--{self.field}: tensor {name!r} has unsupported dtype {info['dtype']}.")
+            raise CheckpointError(
+                f"tensor {name!r} in {str(self.path)!r} has unsupported dtype {info['dtype']}.",
+                field=self.field,
+                fix=f"Save it in one of {sorted(DTYPES)}.",
+            )
         begin, end = info["data_offsets"]
         buf = bytearray(end - begin)
         with open(self.path, "rb") as f:
             if os.preadv(f.fileno(), [buf], self.data_start + begin) != len(buf):
-                raise CheckpointError(f"--{self.field}: {str(self.path)!r} ended inside tensor {name!r}.")
+                raise CheckpointError(
+                    f"{str(self.path)!r} ended inside tensor {name!r}.",
+                    field=self.field,
+                    fix="The file is truncated; download or save it again.",
+                )
         if not buf:
             return torch.empty(info["shape"], dtype=dtype)
         return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
@@ -80,7 +90,7 @@ class SafetensorsFile:
 class Checkpoint:
     """A read-only view of the tensors of a model folder.
 
-    ``field`` is the CLI flag the folder came from, used in error messages.
+    ``field`` is the argument the folder came from (``"base"``, ``"tuned"``...), named in errors.
     """
 
     def __init__(self, folder: str | Path, field: str = "base"):
@@ -93,22 +103,26 @@ class Checkpoint:
         index = self.folder / INDEX_FILE
         if index.is_file():
             try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
+                weight_map = dict(json.loads(index.read_text())["weight_map"])
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise CheckpointError(
-                    f"--{self.field}: {index} is not a valid safetensors index ({e})."
+                    f"{str(index)!r} is not a valid safetensors index ({type(e).__name__}: {e}).",
+                    field=self.field,
+                    fix="Save the model again with save_pretrained.",
                 ) from None
             return {name: self.folder / fname for name, fname in weight_map.items()}
         files = sorted(self.folder.glob("*.safetensors"))
         if not files:
             pickles = [p.name for p in self.folder.glob("*.bin")] + [p.name for p in self.folder.glob("*.pt")]
-            hint = (
-                f" It holds {pickles}: hoe reads no pickle files; convert with "
-                "`model.save_pretrained(folder, safe_serialization=True)`."
+            held = f" (it holds {pickles}; hoe reads no pickle files)" if pickles else ""
+            raise CheckpointError(
+                f"no *.safetensors file in {str(self.folder)!r}{held}.",
+                field=self.field,
+                value=str(self.folder),
+                fix="Convert it with `model.save_pretrained(folder, safe_serialization=True)`."
                 if pickles
-                else ""
+                else "Pass a folder saved with save_pretrained.",
             )
-            raise CheckpointError(f"--{self.field}: no *.safetensors file in {str(self.folder)!r}.{hint}")
         where: dict[str, Path] = {}
         for f in files:
             where.update(dict.fromkeys(self._open(f).header, f))
@@ -136,8 +150,9 @@ class Checkpoint:
         t = self._open(self._file(name)).read(name).to(dtype)
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(
-                f"--{self.field}: tensor {name!r} in {str(self.folder)!r} holds NaN or Inf. The checkpoint is "
-                "broken; fix or re-download it."
+                f"tensor {name!r} in {str(self.folder)!r} holds NaN or Inf: the checkpoint is broken.",
+                field=self.field,
+                fix="Fix or re-download it.",
             )
         return t
 
@@ -146,13 +161,28 @@ class Checkpoint:
             return self._where[name]
         except KeyError:
             raise CheckpointError(
-                f"--{self.field}: tensor {name!r} is missing from {str(self.folder)!r}."
+                f"tensor {name!r} is missing from {str(self.folder)!r}.",
+                field=self.field,
+                fix="Pass a complete checkpoint of the expected model.",
             ) from None
 
     def config(self) -> dict:
+        """The folder's ``config.json`` as a dict; a missing or garbled one is a :class:`CheckpointError`."""
         path = self.folder / "config.json"
         if not path.is_file():
             raise CheckpointError(
-                f"--{self.field}: {str(self.folder)!r} has no config.json; pass a model folder."
+                f"{str(self.folder)!r} has no config.json.", field=self.field, fix="Pass a model folder."
             )
-        return json.loads(path.read_text())
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(
+                f"cannot read {str(path)!r} ({e}).", field=self.field, fix="Pass a model folder."
+            ) from None
+        if not isinstance(config, dict):
+            raise CheckpointError(
+                f"{str(path)!r} holds a {type(config).__name__}, not a JSON object.",
+                field=self.field,
+                fix="Pass a model folder.",
+            )
+        return config

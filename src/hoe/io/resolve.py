@@ -33,12 +33,20 @@ def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
     if str(ref) in BUILTIN_MODELS:
         return BUILTIN_MODELS[str(ref)]()
     if path.exists():
-        raise CheckpointError(f"--{field}: {str(ref)!r} is a file; pass the folder that holds the model.")
+        raise CheckpointError(
+            f"{str(ref)!r} is a file.",
+            field=field,
+            value=str(ref),
+            fix="Pass the folder that holds the model.",
+        )
     looks_like_id = str(ref).count("/") == 1 and not str(ref).startswith((".", "/", "~"))
     if not looks_like_id:
         raise CheckpointError(
-            f"--{field}: {str(ref)!r} is not an existing folder, a built-in model "
-            f"({', '.join(sorted(BUILTIN_MODELS)) or 'none registered'}) or a Hugging Face id (owner/name)."
+            f"{str(ref)!r} is not an existing folder, a built-in model or a Hugging Face id (owner/name).",
+            field=field,
+            value=str(ref),
+            fix=f"Pass a model folder, a built-in ({', '.join(sorted(BUILTIN_MODELS)) or 'none registered'}) "
+            "or owner/name.",
         )
     return _download(str(ref), field)
 
@@ -52,7 +60,9 @@ def _download(repo_id: str, field: str) -> Path:
         )
     except Exception as e:  # the hub raises many kinds: offline, 404, gated, network
         raise CheckpointError(
-            f"--{field}: could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            "Pass a local folder, or check the id and your network (HF_HUB_OFFLINE=1 forbids downloads)."
+            f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {e}).",
+            field=field,
+            value=repo_id,
+            fix="Pass a local folder, or check the id and your network (HF_HUB_OFFLINE=1 forbids downloads).",
         ) from None
     return Path(folder)

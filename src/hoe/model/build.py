@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, PreferenceError
 from hoe.experts.extract import validate_names
 from hoe.io.adapters import read_adapter, read_record
 from hoe.io.atomic import check_output_dir
-from hoe.model.bundle import load_base_model
+from hoe.model.bundle import load_base_model, stored_base
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.preference import PreferenceLike, to_simplex
 
@@ -30,34 +30,67 @@ def build(
     The objectives are the names of the single-objective experts, in the order given: every expert without an
     explicit anchor in ``anchors`` whose record is not a merged one. A merged expert's anchor is taken from
     ``anchors`` or its own record (``hoe merge`` writes it). ``routers`` (name -> anchor) adds untrained router
-    experts (uniform mixtures of their nearest LoRA experts) for later training.
+    experts (uniform mixtures of their nearest LoRA experts) for later training. A ``base`` that is a local
+    folder is stored as an absolute path, so the bundle loads from any directory.
+
+    Everything is checked (names, anchors, output folder) before the base model is loaded.
     """
     validate_names(expert, "expert")
+    if routers:
+        validate_names(routers, "router")
     anchors = dict(anchors or {})
-    unknown = set(anchors) - set(expert)
+    unknown = sorted(set(anchors) - set(expert))
     if unknown:
-        raise ConfigError(f"--expert: anchors given for unknown experts {sorted(unknown)}.")
+        raise ConfigError(
+            f"anchors given for unknown experts {unknown}.",
+            field="expert",
+            value=unknown,
+            fix=f"Give anchors only to the experts {list(expert)}.",
+        )
     check_output_dir(out, overwrite)
     records = {name: read_record(folder) or {} for name, folder in expert.items()}
     objectives = [n for n in expert if n not in anchors and records[n].get("kind") != "merged"]
     if len(objectives) < 2:
         raise ConfigError(
-            f"--expert: HoE needs at least 2 single-objective experts (their names are the objectives); got "
-            f"{objectives}. Pass one --expert NAME=DIR per objective."
+            f"HoE needs at least 2 single-objective experts (their names are the objectives); got {objectives}.",
+            field="expert",
+            value=objectives,
+            fix="Pass one expert without an anchor per objective.",
         )
-    specs = []
-    for name in expert:
-        if name in objectives:
-            anchor = to_simplex({name: 1.0}, objectives, "expert")
-        else:
-            given = anchors.get(name, records[name].get("anchor"))
-            if not given:
-                raise ConfigError(f"--expert: {name!r} has no anchor; write it as {name}=DIR@obj=w,... .")
-            anchor = to_simplex(given, objectives, f"expert {name} anchor")
-        record = records[name] | {"anchor": dict(zip(objectives, anchor.tolist()))}
-        specs.append(ExpertSpec(name, tuple(anchor.tolist()), record))
+    specs = [_spec(name, anchors, records[name], objectives) for name in expert]
+    router_anchors = {n: _anchor(a, objectives, "router", n) for n, a in (routers or {}).items()}
     weights = [read_adapter(folder, "expert") for folder in expert.values()]
-    model = HoEModel(load_base_model(base, dtype), objectives, specs, weights, str(base))
-    for name, anchor in (routers or {}).items():
+    base_ref = stored_base(base)
+    model = HoEModel(load_base_model(base_ref, dtype), objectives, specs, weights, base_ref)
+    for name, anchor in router_anchors.items():
         model.add_router(name, anchor)
     return model.save_pretrained(out, overwrite)
+
+
+def _spec(
+    name: str, anchors: Mapping[str, PreferenceLike], record: dict, objectives: list[str]
+) -> ExpertSpec:
+    if name in objectives:
+        anchor = to_simplex({name: 1.0}, objectives, "expert")
+    else:
+        given = anchors.get(name, record.get("anchor"))
+        if not given:
+            raise ConfigError(
+                f"the merged expert {name!r} has no anchor.",
+                field="expert",
+                value=name,
+                fix="Give it one, e.g. DIR@helpful=0.5,harmless=0.5 (`anchors` in Python), or merge it again.",
+            )
+        anchor = _anchor(given, objectives, "expert", name)
+    record = record | {"anchor": dict(zip(objectives, anchor.tolist()))}
+    return ExpertSpec(name, tuple(anchor.tolist()), record)
+
+
+def _anchor(given: PreferenceLike, objectives: list[str], field: str, name: str) -> torch.Tensor:
+    """``given`` on the simplex; an error names the expert or router whose anchor it is."""
+    try:
+        return to_simplex(given, objectives, field)
+    except PreferenceError as e:
+        raise PreferenceError(
+            f"the anchor of {name!r}: {e.problem}", field=field, value=e.value, fix=e.fix
+        ) from None

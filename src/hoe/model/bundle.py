@@ -7,8 +7,13 @@
       routers.safetensors      per adapted module: ``<module>.router_weight`` (R, E, in), ``.router_bias`` (R, E)
       README.md                a card
 
-Loading validates everything (manifest fields, expert shapes against the base, router shapes) before the model
-is returned, so a bad bundle raises a clear error and nothing is half-loaded.
+Loading validates everything (the manifest against :data:`MANIFEST_SCHEMA`, expert shapes against the base,
+router shapes) before the model is returned, so a bad bundle raises a clear error naming the bad field's JSON
+path (``experts[0].path``) and nothing is half-loaded.
+
+The base model is stored as given when it is a built-in name or a Hugging Face id, and as an absolute path when
+it is a local folder; an older manifest's relative path is read relative to the bundle folder, never the
+current directory. ``load_bundle(..., base=...)`` overrides it (``hoe generate --base``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from hoe.errors import CheckpointError, ShapeMismatchError
+from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
 from hoe.io.adapters import read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint
@@ -30,8 +35,53 @@ MANIFEST = "hoe_bundle.json"
 FORMAT = "hoe-bundle/1"
 ROUTERS_FILE = "routers.safetensors"
 
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}
+_ANCHOR = {"type": "object", "minProperties": 1, "additionalProperties": {"type": "number", "minimum": 0}}
+MANIFEST_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "HoE bundle manifest (hoe_bundle.json)",
+    "type": "object",
+    "required": ["format", "base", "objectives", "experts"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "base": {"type": "string", "minLength": 1},
+        "objectives": {"type": "array", "items": _NAME, "minItems": 2, "uniqueItems": True},
+        "experts": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "anchor", "path"],
+                "properties": {"name": _NAME, "anchor": _ANCHOR, "path": {"type": "string", "minLength": 1}},
+            },
+        },
+        "routers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "anchor", "experts"],
+                "properties": {
+                    "name": _NAME,
+                    "anchor": _ANCHOR,
+                    "experts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                },
+            },
+        },
+        "command": {"type": "string"},
+        "versions": {"type": "object"},
+    },
+}
+"""JSON Schema of the manifest; :func:`read_manifest` checks it (then the cross-references) on every load."""
+
 
 def save_bundle(model: HoEModel, bundle_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` as a bundle folder; its base is stored resolved (see :func:`stored_base`)."""
+    if not model.base_ref:
+        raise ConfigError(
+            "the model has no base reference to store.",
+            field="base_ref",
+            fix="Construct the HoEModel with base_ref set to its base model (a folder, built-in name or hub id).",
+        )
     with atomic_output_dir(bundle_dir, overwrite, "out") as tmp:
         for e, spec in enumerate(model.experts):
             weights = {
@@ -40,7 +90,7 @@ def save_bundle(model: HoEModel, bundle_dir: str | Path, overwrite: bool = False
             write_adapter(
                 tmp / "experts" / spec.name,
                 weights,
-                model.base_ref,
+                stored_base(model.base_ref),
                 spec.record or {"anchor": {}},
                 f"# LoRA expert `{spec.name}` of an HoE bundle\n",
                 weights_dtype(model),
@@ -51,24 +101,28 @@ def save_bundle(model: HoEModel, bundle_dir: str | Path, overwrite: bool = False
                 tensors[f"{name}.router_weight"] = layer.router_weight.detach().contiguous()
                 tensors[f"{name}.router_bias"] = layer.router_bias.detach().contiguous()
             save_file(tensors, str(tmp / ROUTERS_FILE), metadata={"format": "pt"})
-        manifest = {
-            "format": FORMAT,
-            "base": model.base_ref,
-            "objectives": model.objectives,
-            "experts": [
-                {"name": s.name, "anchor": _named(s.anchor, model.objectives), "path": f"experts/{s.name}"}
-                for s in model.experts
-            ],
-            "routers": [
-                {"name": r.name, "anchor": _named(r.anchor, model.objectives), "experts": list(r.experts)}
-                for r in model.routers
-            ],
-            "command": command_line(),
-            "versions": versions(),
-        }
+        manifest = _manifest(model)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         (tmp / "README.md").write_text(_card(manifest))
     return Path(bundle_dir)
+
+
+def _manifest(model: HoEModel) -> dict:
+    return {
+        "format": FORMAT,
+        "base": stored_base(model.base_ref),
+        "objectives": model.objectives,
+        "experts": [
+            {"name": s.name, "anchor": _named(s.anchor, model.objectives), "path": f"experts/{s.name}"}
+            for s in model.experts
+        ],
+        "routers": [
+            {"name": r.name, "anchor": _named(r.anchor, model.objectives), "experts": list(r.experts)}
+            for r in model.routers
+        ],
+        "command": command_line(),
+        "versions": versions(),
+    }
 
 
 def load_bundle(
@@ -77,20 +131,23 @@ def load_bundle(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
 ) -> HoEModel:
+    """Load a bundle; ``base`` replaces the base model stored in its manifest (e.g. after it moved)."""
     folder = Path(bundle_dir)
     manifest = read_manifest(folder)
     objectives = manifest["objectives"]
+    base_ref = str(base) if base else bundle_base(manifest["base"], folder)
     experts, weights = [], []
-    for e in manifest["experts"]:
+    for i, e in enumerate(manifest["experts"]):
         path = folder / e["path"]
-        experts.append(
-            ExpertSpec(e["name"], _vector(e["anchor"], objectives, folder), read_record(path) or {})
-        )
+        if not path.is_dir():
+            raise _bad_manifest(
+                folder / MANIFEST, f"experts[{i}].path", f"names {e['path']!r}, which is not a folder"
+            )
+        experts.append(ExpertSpec(e["name"], _vector(e["anchor"], objectives), read_record(path) or {}))
         weights.append(read_adapter(path, "model"))
-    base_ref = base or manifest["base"]
     model = HoEModel(load_base_model(base_ref, dtype), objectives, experts, weights, base_ref)
     for r in manifest.get("routers", []):
-        model.add_router(r["name"], _vector(r["anchor"], objectives, folder), r["experts"])
+        model.add_router(r["name"], _vector(r["anchor"], objectives), r["experts"])
     if model.routers:
         _load_routers(model, folder / ROUTERS_FILE)
     return model.to(device) if device is not None else model
@@ -103,30 +160,90 @@ def load_base_model(ref: str, dtype: torch.dtype = torch.float32) -> torch.nn.Mo
     return load_model(ref, dtype, "base")
 
 
-def read_manifest(folder: Path) -> dict:
+def stored_base(ref: str | Path) -> str:
+    """How a base reference is written in a manifest: a local folder as an absolute path (the bundle then
+    loads from any directory); a built-in name or a Hugging Face id as given."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(ref)
+
+
+def bundle_base(stored: str, folder: Path) -> str:
+    """The base model to load for a bundle whose manifest stores ``stored``.
+
+    An absolute folder must exist. A relative path (bundles written before paths were stored resolved) is
+    taken relative to the bundle folder, never the current directory, so a folder of the same name elsewhere
+    is never loaded by mistake; a built-in name or a hub id is returned as is.
+    """
+    path = Path(stored).expanduser()
+    if path.is_absolute():
+        if path.is_dir():
+            return str(path)
+        raise _base_not_found(stored, "")
+    if (folder / path).is_dir():
+        return str((folder / path).resolve())
+    if _builtin_or_hub_id(stored):
+        return stored
+    raise _base_not_found(stored, f" (looked for it relative to the bundle folder {str(folder)!r})")
+
+
+def _builtin_or_hub_id(ref: str) -> bool:
+    import hoe.backbones  # noqa: F401  (registers the built-in models)
+    from hoe.io.resolve import BUILTIN_MODELS
+
+    return ref in BUILTIN_MODELS or (ref.count("/") == 1 and not ref.startswith((".", "/", "~")))
+
+
+def _base_not_found(stored: str, where: str) -> CheckpointError:
+    return CheckpointError(
+        f"the bundle's stored base model {stored!r} was not found{where}.",
+        field="base",
+        value=stored,
+        fix="Pass the base model the bundle was built on (a folder, built-in name or Hugging Face id).",
+    )
+
+
+def read_manifest(bundle_dir: str | Path) -> dict:
+    """The manifest of a bundle folder, validated against :data:`MANIFEST_SCHEMA` (cheap: one JSON file)."""
+    folder = Path(bundle_dir)
     path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not folder.is_dir():
+        problem = "is a file, not a bundle folder" if folder.exists() else "does not exist"
         raise CheckpointError(
-            f"--model: {str(folder)!r} has no {MANIFEST}; pass a folder made by `hoe build`."
-        ) from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"--model: {str(path)!r} is not valid JSON ({e}).") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(
-            f"--model: {str(path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}."
+            f"{str(folder)!r} {problem}.",
+            field="model",
+            value=str(folder),
+            fix=f"Pass the folder made by `hoe build` (it holds {MANIFEST}).",
         )
-    missing = [k for k in ("base", "objectives", "experts") if k not in manifest]
-    if missing:
-        raise CheckpointError(f"--model: {str(path)!r} lacks the field(s) {missing}.")
+    if not path.is_file():
+        raise CheckpointError(
+            f"{str(folder)!r} has no {MANIFEST}.",
+            field="model",
+            value=str(folder),
+            fix="Pass a folder made by `hoe build`.",
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        what = "is not valid JSON" if isinstance(e, json.JSONDecodeError) else "cannot be read"
+        raise CheckpointError(
+            f"{str(path)!r} {what} ({e}).",
+            field="model",
+            value=str(folder),
+            fix="Rebuild the bundle with `hoe build`, or repair the file.",
+        ) from None
+    validate_manifest(manifest, path)
     return manifest
 
 
 def _load_routers(model: HoEModel, path: Path) -> None:
     ckpt = Checkpoint(path.parent, "model") if path.is_file() else None
     if ckpt is None:
-        raise CheckpointError(f"--model: the manifest lists routers but {str(path)!r} is missing.")
+        raise CheckpointError(
+            f"the manifest lists routers but {str(path)!r} is missing.",
+            field="model",
+            value=str(path.parent),
+            fix="Rebuild the bundle with `hoe build`.",
+        )
     with torch.no_grad():
         for name, layer in model.layers.items():
             for attr in ("router_weight", "router_bias"):
@@ -134,10 +251,66 @@ def _load_routers(model: HoEModel, path: Path) -> None:
                 t = ckpt.get(f"{name}.{attr}")
                 if t.shape != param.shape:
                     raise ShapeMismatchError(
-                        f"--model: {name}.{attr} has shape {tuple(t.shape)}, expected "
-                        f"{tuple(param.shape)}; the bundle is inconsistent."
+                        f"{name}.{attr} in {str(path)!r} has shape {tuple(t.shape)}, expected "
+                        f"{tuple(param.shape)}.",
+                        field="model",
+                        value=str(path.parent),
+                        fix="The bundle is inconsistent; rebuild it with `hoe build`.",
                     )
                 param.copy_(t)
+
+
+def validate_manifest(manifest: object, path: Path) -> None:
+    """Raise :class:`CheckpointError` (field ``model``) naming the JSON path of the first bad field."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
+    if error is not None:
+        raise _bad_manifest(path, *_describe(error))
+    assert isinstance(manifest, dict)  # the schema says so
+    _check_references(manifest, path)
+
+
+def _describe(error) -> tuple[str, str]:
+    """(JSON path, what is wrong) of a schema error; a missing property is named in the path."""
+    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in error.absolute_path).lstrip(".")
+    if error.validator == "required":
+        missing = next(k for k in error.validator_value if k not in error.instance)
+        return (f"{where}.{missing}" if where else missing), "is missing"
+    if error.validator == "const":
+        return where, f"is {error.instance!r}, expected {error.validator_value!r}"
+    message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
+    return where, f"is invalid: {message}"
+
+
+def _check_references(manifest: dict, path: Path) -> None:
+    """What a schema cannot say: unique names, routers mixing listed experts, anchors over the objectives."""
+    objectives = manifest["objectives"]
+    names = [e["name"] for e in manifest["experts"]]
+    for kind, items in (("experts", manifest["experts"]), ("routers", manifest.get("routers", []))):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item["name"] in seen:
+                raise _bad_manifest(path, f"{kind}[{i}].name", f"repeats the name {item['name']!r}")
+            seen.add(item["name"])
+            unknown = sorted(set(item["anchor"]) - set(objectives))
+            if unknown:
+                raise _bad_manifest(path, f"{kind}[{i}].anchor", f"names unknown objectives {unknown}")
+            if sum(item["anchor"].values()) <= 0:
+                raise _bad_manifest(path, f"{kind}[{i}].anchor", "has no positive weight")
+            unlisted = sorted(set(item.get("experts", [])) - set(names)) if kind == "routers" else []
+            if unlisted:
+                raise _bad_manifest(path, f"{kind}[{i}].experts", f"names unlisted experts {unlisted}")
+
+
+def _bad_manifest(path: Path, where: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{str(path)!r}: {where or 'the manifest'} {what}.",
+        field="model",
+        value=str(path.parent),
+        fix="Rebuild the bundle with `hoe build`, or correct the manifest.",
+    )
 
 
 def weights_dtype(model: HoEModel) -> torch.dtype:
@@ -149,12 +322,7 @@ def _named(anchor: tuple[float, ...], objectives: list[str]) -> dict[str, float]
     return {o: float(a) for o, a in zip(objectives, anchor)}
 
 
-def _vector(anchor: dict[str, float], objectives: list[str], folder: Path) -> tuple[float, ...]:
-    unknown = set(anchor) - set(objectives)
-    if unknown:
-        raise CheckpointError(
-            f"--model: anchor {anchor} in {str(folder)!r} names unknown objectives {sorted(unknown)}."
-        )
+def _vector(anchor: dict[str, float], objectives: list[str]) -> tuple[float, ...]:
     return tuple(float(anchor.get(o, 0.0)) for o in objectives)
 
 

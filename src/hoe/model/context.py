@@ -41,8 +41,10 @@ class RoutingContext:
             if t.shape[0] not in (1, batch):
                 if batch % t.shape[0]:
                     raise ConfigError(
-                        f"--preference: {t.shape[0]} preferences for a batch of {batch} rows; "
-                        "give one for the batch or one per row."
+                        f"{t.shape[0]} preferences for a batch of {batch} rows.",
+                        field="preference",
+                        value=f"{t.shape[0]} preferences",
+                        fix="Give one preference for the batch or one per row.",
                     )
                 t = t.repeat_interleave(batch // t.shape[0], dim=0)  # generate() expands rows this way
             self._memo[key] = t

@@ -1,16 +1,28 @@
-"""Text in, text out: batched generation with an HoE model at a preference."""
+"""Text in, text out: batched generation with an HoE model at a preference.
+
+Every input is checked before any work: the options (:func:`check_generation_options`), the prompts (a
+non-empty list of strings, none that encodes to no tokens) and their length: a prompt whose tokens plus
+``max_new_tokens`` exceed the model's context is refused, naming the limit, unless ``truncate=True`` asks to
+keep its last tokens.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from collections.abc import Sequence
 
 import torch
 
 from hoe.devices import module_device
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, HoEError, bad_value, raise_all
 from hoe.model.hoe_model import HoEModel
 from hoe.model.sampling import RowSeededSampler
 from hoe.preference import PreferenceLike
+
+SANE_CONTEXT = 10_000_000
+"""A tokenizer's ``model_max_length`` above this is transformers' "unknown" placeholder, not a limit."""
 
 
 def load_tokenizer(ref: str):
@@ -31,6 +43,7 @@ def generate_text(
     max_new_tokens: int = 48,
     temperature: float = 0.7,
     seed: int | Sequence[int] | None = 0,
+    truncate: bool = False,
 ) -> list[str]:
     """Generate one response per prompt. ``temperature`` 0 decodes greedily; ``chat`` applies the chat template.
 
@@ -39,17 +52,24 @@ def generate_text(
     Sampling is seeded per row (:mod:`hoe.model.sampling`): ``seed`` is one seed per prompt, or an int ``s``
     that gives prompt i the seed ``s + i``. A prompt's response then depends on its seed, not on its batch.
     ``seed=None`` samples from torch's global generator as it stands.
+
+    A prompt longer than the context (its tokens + ``max_new_tokens`` > :func:`context_length`) raises
+    :class:`ConfigError`; with ``truncate=True`` only its last tokens are kept, so that it fits.
     """
+    check_generation_options(max_new_tokens, temperature)
+    check_prompts(prompts)
     seeds = None if seed is None else _row_seeds(seed, len(prompts))
-    batch = encode_prompts(tokenizer, prompts, chat).to(module_device(model))
+    batch = encode_prompts(tokenizer, prompts, chat)
+    batch = fit_context(batch, context_length(model, tokenizer), max_new_tokens, chat, truncate)
+    batch = batch.to(module_device(model))
     if temperature <= 0:
         sampling = {"do_sample": False}
     elif seeds is None:
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     else:  # greedy over the one token the sampler leaves finite
         sampling = {"do_sample": False, "logits_processor": [RowSeededSampler(seeds, temperature)]}
-    if preference is not None:
-        sampling["preference"] = preference
+    if preference is not None or isinstance(model, HoEModel):
+        sampling["preference"] = preference  # HoEModel refuses None, naming the objectives
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
@@ -57,6 +77,42 @@ def generate_text(
         **sampling,
     )
     return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def check_generation_options(max_new_tokens: int, temperature: float) -> None:
+    """``max_new_tokens`` an int >= 1 and ``temperature`` a finite number >= 0; all problems at once."""
+    errors: list[HoEError | None] = []
+    if not (_is_int(max_new_tokens) and max_new_tokens >= 1):
+        errors.append(bad_value("max_new_tokens", max_new_tokens, "Pass a whole number of tokens >= 1."))
+    if not (_is_finite(temperature) and temperature >= 0):
+        errors.append(
+            bad_value("temperature", temperature, "Pass a finite number >= 0 (0 decodes greedily).")
+        )
+    raise_all(errors)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_finite(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_prompts(prompts: Sequence[str]) -> None:
+    """A non-empty list of strings (a lone string would be read as one prompt per character)."""
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise bad_value("prompts", _short(prompts), "Pass a list of strings, one per prompt.")
+    if not prompts:
+        raise ConfigError("no prompts.", field="prompts", value=[], fix="Pass at least one prompt.")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ConfigError(
+                f"prompt {i} is not a string (got {type(p).__name__}).",
+                field="prompts",
+                value=p,
+                fix="Pass text.",
+            )
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool):
@@ -75,10 +131,86 @@ def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool):
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
 
 
+def context_length(model: torch.nn.Module, tokenizer) -> int | None:
+    """Most tokens the model attends to: its config's ``max_position_embeddings`` (``n_positions`` for GPT-2),
+    or the tokenizer's ``model_max_length`` when that is smaller and a real limit; None if neither is known."""
+    config = getattr(getattr(model, "base_model", model), "config", None) or getattr(model, "config", None)
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    known = [int(n) for n in limits if isinstance(n, int) and 0 < n < SANE_CONTEXT]
+    return min(known) if known else None
+
+
+def fit_context(batch, limit: int | None, max_new_tokens: int, chat: bool, truncate: bool):
+    """Refuse (or, with ``truncate``, cut to their last tokens) prompts that leave no room for the new tokens.
+
+    ``batch`` is left-padded, so its last ``keep`` columns hold every row's last ``keep`` tokens.
+    """
+    lengths = batch["attention_mask"].sum(-1).tolist()  # (B,) tokens per prompt
+    _check_not_empty(lengths, chat)
+    if limit is None:
+        return batch
+    if max_new_tokens >= limit:
+        raise bad_value(
+            "max_new_tokens", max_new_tokens, f"The model's context holds {limit} tokens; ask for fewer."
+        )
+    keep = limit - max_new_tokens
+    too_long = [i for i, n in enumerate(lengths) if n > keep]
+    if not too_long:
+        return batch
+    if not truncate:
+        i = too_long[0]
+        raise ConfigError(
+            f"prompt {i} has {lengths[i]} tokens; with {max_new_tokens} new tokens that exceeds the model's "
+            f"context of {limit} tokens.",
+            field="prompts",
+            value=f"<{lengths[i]} tokens>",
+            fix=f"Shorten it to at most {keep} tokens, or allow truncation (keeps its last tokens).",
+        )
+    return type(batch)({k: v[:, -keep:] for k, v in batch.items()})
+
+
+def _check_not_empty(lengths: list[int], chat: bool) -> None:
+    """A prompt of no tokens gives the model nothing to continue (and breaks generation)."""
+    if 0 in lengths:
+        fix = (
+            "Pass some text."
+            if chat
+            else "Pass some text, or use the chat template (it adds the turn markers)."
+        )
+        raise ConfigError(
+            f"prompt {lengths.index(0)} is empty (it encodes to no tokens).",
+            field="prompts",
+            value="",
+            fix=fix,
+        )
+
+
 def _row_seeds(seed: int | Sequence[int], n: int) -> list[int]:
-    if isinstance(seed, int):
-        return [seed + i for i in range(n)]
-    seeds = [int(s) for s in seed]
+    if _is_int(seed):
+        return [int(seed) + i for i in range(n)]
+    if isinstance(seed, (str, bytes, bool)) or not hasattr(seed, "__iter__"):
+        raise bad_value("seed", seed, "Pass an int, one int per prompt, or None.")
+    try:
+        seeds = [_whole(s) for s in seed]
+    except TypeError:
+        raise bad_value("seed", list(seed), "Seeds must be whole numbers.") from None
     if len(seeds) != n:
-        raise ConfigError(f"seed: {len(seeds)} seeds for {n} prompts; pass one per prompt, or one int.")
+        raise ConfigError(
+            f"{len(seeds)} seeds for {n} prompts.",
+            field="seed",
+            value=seeds,
+            fix="Pass one per prompt, or one int.",
+        )
     return seeds
+
+
+def _whole(s: object) -> int:
+    """An int, a NumPy integer or an integer 0-d tensor as an int; anything else (bools too) -> TypeError."""
+    if isinstance(s, bool):
+        raise TypeError(s)
+    return operator.index(s)
+
+
+def _short(x: object) -> object:
+    text = repr(x)
+    return x if len(text) <= 80 else text[:77] + "..."

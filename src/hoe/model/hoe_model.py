@@ -59,7 +59,12 @@ class HoEModel(nn.Module):
     ):
         super().__init__()
         if len(objectives) < 2:
-            raise ConfigError(f"--expert: HoE needs at least 2 objectives, got {list(objectives)}.")
+            raise ConfigError(
+                f"HoE needs at least 2 objectives, got {list(objectives)}.",
+                field="objectives",
+                value=list(objectives),
+                fix="Pass one single-objective expert per objective.",
+            )
         self.base_model = base_model
         self.objectives = list(objectives)
         self.experts = list(experts)
@@ -80,19 +85,7 @@ class HoEModel(nn.Module):
             target = base_linear.get(name)
             per_expert = [ws.get(name) for ws in expert_weights]
             for spec, w in zip(self.experts, per_expert):
-                if w is not None and (
-                    target is None
-                    or (w.B.shape[0], w.A.shape[1]) != (target.out_features, target.in_features)
-                ):
-                    found = (
-                        "no such linear module"
-                        if target is None
-                        else f"{target.out_features}x{target.in_features}"
-                    )
-                    raise ShapeMismatchError(
-                        f"--expert: {spec.name!r} adapts {name} as {w.B.shape[0]}x{w.A.shape[1]} but the base model "
-                        f"has {found}. The bundle's base model does not match its experts (pass the right --base)."
-                    )
+                _check_fits(spec.name, name, w, target)
             parent_name, _, leaf = name.rpartition(".")
             parent = self.base_model.get_submodule(parent_name)
             layers[name] = HoELinear(getattr(parent, leaf), per_expert)
@@ -128,14 +121,17 @@ class HoEModel(nn.Module):
         )
 
     # ----- calls ----------------------------------------------------------------------------------------------
-    def forward(self, *args, preference: PreferenceLike | Sequence[PreferenceLike], **kwargs):
-        """The base model's forward (same arguments and output, ``.logits`` included) at ``preference``."""
+    def forward(self, *args, preference: PreferenceLike | Sequence[PreferenceLike] | None = None, **kwargs):
+        """The base model's forward (same arguments and output, ``.logits`` included) at ``preference``.
+
+        ``preference`` is required; ``None`` raises :class:`~hoe.errors.PreferenceError` listing the objectives.
+        """
         with routing(self.routing_context(preference, _batch_size(args, kwargs))):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
-    def generate(self, *args, preference: PreferenceLike | Sequence[PreferenceLike], **kwargs):
-        """``transformers`` generation (KV cache, sampling, beams...) at ``preference``."""
+    def generate(self, *args, preference: PreferenceLike | Sequence[PreferenceLike] | None = None, **kwargs):
+        """``transformers`` generation (KV cache, sampling, beams...) at ``preference`` (required)."""
         with routing(self.routing_context(preference, _batch_size(args, kwargs))):
             return self.base_model.generate(*args, **kwargs)
 
@@ -148,7 +144,12 @@ class HoEModel(nn.Module):
         ``experts``: the LoRA experts it mixes; default: the N nearest to its anchor (N objectives).
         """
         if name in {r.name for r in self.routers}:
-            raise ConfigError(f"--router: a router named {name!r} exists already.")
+            raise ConfigError(
+                f"a router named {name!r} exists already.",
+                field="router",
+                value=name,
+                fix="Give each router its own name.",
+            )
         lam = to_simplex(anchor, self.objectives, "router")
         expert_names = [e.name for e in self.experts]
         if experts is None:
@@ -158,7 +159,14 @@ class HoEModel(nn.Module):
         else:
             unknown = [x for x in experts if x not in expert_names]
             if unknown or not experts:
-                raise ConfigError(f"--router: unknown experts {unknown}; valid: {expert_names}.")
+                raise ConfigError(
+                    f"router {name!r} mixes unknown experts {unknown}."
+                    if unknown
+                    else f"router {name!r} mixes no experts.",
+                    field="router",
+                    value=list(experts),
+                    fix=f"Name some of the LoRA experts {expert_names}.",
+                )
             active = torch.tensor([n in experts for n in expert_names])
         spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
         for layer in self.layers.values():
@@ -189,6 +197,20 @@ class HoEModel(nn.Module):
         from hoe.model.bundle import load_bundle
 
         return load_bundle(bundle_dir, base, dtype, device)
+
+
+def _check_fits(expert: str, module: str, w: LoraWeights | None, target: nn.Module | None) -> None:
+    """An expert's factors must match the base model's linear module they adapt."""
+    if w is None or (
+        target is not None and (w.B.shape[0], w.A.shape[1]) == (target.out_features, target.in_features)
+    ):
+        return
+    found = "no such linear module" if target is None else f"{target.out_features}x{target.in_features}"
+    raise ShapeMismatchError(
+        f"expert {expert!r} adapts {module} as {w.B.shape[0]}x{w.A.shape[1]} but the base model has {found}.",
+        field="base",
+        fix="The base model does not match its experts; pass the base model they were made from.",
+    )
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:

@@ -12,11 +12,12 @@ It is a ``LogitsProcessor`` that leaves only the drawn token finite; ``generate`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, bad_value
 
 
 def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,8 @@ class RowSeededSampler:
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float):
-        if temperature <= 0:
-            raise ConfigError(f"temperature: sampling needs a temperature > 0, got {temperature}.")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise bad_value("temperature", temperature, "Sampling needs a finite temperature > 0.")
         self.seeds = [int(s) for s in seeds]
         self.temperature = float(temperature)
         self._generators: list[torch.Generator] | None = None
@@ -47,8 +48,10 @@ class RowSeededSampler:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.seeds):
             raise ConfigError(
-                f"seed: {len(self.seeds)} seeds for {scores.shape[0]} rows; pass one seed per generated row "
-                "(num_return_sequences and beams multiply the rows)."
+                f"{len(self.seeds)} seeds for {scores.shape[0]} rows.",
+                field="seed",
+                value=self.seeds,
+                fix="Pass one seed per generated row (num_return_sequences and beams multiply the rows).",
             )
         if self._generators is None:  # made on first use, on the device the scores live on
             self._generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]

@@ -75,8 +75,11 @@ def build_objective(
     kind, sep, arg = body.partition(":")
     if kind not in OBJECTIVES:
         raise ConfigError(
-            f"--{field}: unknown objective {kind!r} (from {spec!r}). Registered: {', '.join(sorted(OBJECTIVES))}; "
-            "or write hf:MODEL[@INDEX], judge:MODEL:QUESTION or py:package.module:function."
+            f"unknown objective {kind!r} (from {spec!r}).",
+            field=field,
+            value=spec,
+            fix=f"Registered: {', '.join(sorted(OBJECTIVES))}; "
+            "or write hf:MODEL[@INDEX], judge:MODEL:QUESTION or py:package.module:function.",
         )
     objective = OBJECTIVES[kind](arg if sep else None, context or ObjectiveContext())
     if name is not None:
@@ -93,7 +96,10 @@ def build_objectives(
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(
-            f"--{field}: objective name(s) {twice} given twice. Prefix a spec with NAME= to rename."
+            f"objective name(s) {twice} given twice.",
+            field=field,
+            value=list(specs),
+            fix="Prefix a spec with NAME= to rename it.",
         )
     return objectives
 
@@ -116,7 +122,10 @@ def score_matrix(objectives: Sequence[Objective], prompts: list[str], responses:
     """
     if len(prompts) != len(responses):
         raise ConfigError(
-            f"got {len(prompts)} prompts but {len(responses)} responses; pass one response per prompt."
+            f"got {len(prompts)} prompts but {len(responses)} responses.",
+            field="responses",
+            value=len(responses),
+            fix="Pass one response per prompt.",
         )
     n = len(prompts)
     columns = [check_scores(o.name, o.score(prompts, responses), n) for o in objectives]
@@ -129,8 +138,15 @@ def check_scores(name: str, scores: Any, n: int) -> torch.Tensor:
     t = torch.as_tensor(scores, dtype=torch.float32).detach().cpu()
     if t.shape != (n,):
         raise ConfigError(
-            f"objective {name!r} returned shape {tuple(t.shape)} for {n} pairs; it must return {n} floats."
+            f"objective {name!r} returned shape {tuple(t.shape)} for {n} pairs.",
+            field="objective",
+            value=tuple(t.shape),
+            fix=f"It must return {n} floats, one per pair.",
         )
     if not torch.isfinite(t).all():
-        raise ConfigError(f"objective {name!r} returned NaN or Inf; scores must be finite numbers.")
+        raise ConfigError(
+            f"objective {name!r} returned NaN or Inf.",
+            field="objective",
+            fix="Scores must be finite numbers.",
+        )
     return t

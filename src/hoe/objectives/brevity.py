@@ -52,6 +52,9 @@ def brevity(arg: str | None, context: ObjectiveContext) -> Brevity:
             budget = 0
         if budget < 1:
             raise ConfigError(
-                f"--objective: brevity:{arg}: write brevity:N with N >= 1 tokens, e.g. brevity:48."
+                f"brevity:{arg} is not a token budget.",
+                field="objective",
+                value=f"brevity:{arg}",
+                fix="Write brevity:N with N >= 1 tokens, e.g. brevity:48.",
             )
     return Brevity(max_new_tokens=budget, tokenizer=context.tokenizer)

@@ -49,7 +49,10 @@ class Judge:
         self.no_ids = self.first_tokens(self.no)
         if set(self.yes_ids) & set(self.no_ids):
             raise ConfigError(
-                f"--objective: judge: the tokenizer of {self.ref!r} starts 'yes' and 'no' with the same token."
+                f"judge: the tokenizer of {self.ref!r} starts 'yes' and 'no' with the same token.",
+                field="objective",
+                value=self.ref,
+                fix="Use another judge model.",
             )
 
     def first_tokens(self, words: tuple[str, ...]) -> list[int]:
@@ -85,6 +88,9 @@ def judge(arg: str | None, context: ObjectiveContext) -> Judge:
     ref, sep, question = (arg or "").partition(":")
     if not ref or not sep or not question.strip():
         raise ConfigError(
-            "--objective: write judge:MODEL:QUESTION, e.g. judge:smollm2-135m-instruct:Is this response funny?"
+            f"judge:{arg or ''} lacks a model or a question.",
+            field="objective",
+            value=f"judge:{arg or ''}",
+            fix="Write judge:MODEL:QUESTION, e.g. judge:smollm2-135m-instruct:Is this response funny?",
         )
     return Judge(ref, question.strip(), device=context.device)

@@ -39,5 +39,10 @@ class Positivity:
 @register_objective("positivity")
 def positivity(arg: str | None, context: ObjectiveContext) -> Positivity:
     if arg:
-        raise ConfigError(f"--objective: positivity takes no argument, got positivity:{arg}.")
+        raise ConfigError(
+            f"positivity takes no argument, got positivity:{arg}.",
+            field="objective",
+            value=f"positivity:{arg}",
+            fix="Write positivity.",
+        )
     return Positivity()

@@ -17,7 +17,7 @@ import torch
 from hoe.errors import ConfigError
 from hoe.objectives.base import ObjectiveContext, register_objective
 
-HOW = "write py:package.module:function with the module importable (installed, or on PYTHONPATH)"
+HOW = "Write py:package.module:function with the module importable (installed, or on PYTHONPATH)."
 
 
 @dataclass
@@ -33,16 +33,23 @@ def import_function(path: str) -> Callable:
     """``"package.module:function"`` -> the function; :class:`ConfigError` when it cannot be found."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"--objective: py:{path}: {HOW}.")
+        raise ConfigError(f"py:{path} names no function.", field="objective", value=f"py:{path}", fix=HOW)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ConfigError(f"--objective: py:{path}: cannot import {module_name!r} ({e}); {HOW}.") from None
+        raise ConfigError(
+            f"py:{path}: cannot import {module_name!r} ({e}).", field="objective", value=f"py:{path}", fix=HOW
+        ) from None
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
     if not callable(obj):
-        raise ConfigError(f"--objective: py:{path}: {module_name!r} has no function {attr!r}; {HOW}.")
+        raise ConfigError(
+            f"py:{path}: {module_name!r} has no function {attr!r}.",
+            field="objective",
+            value=f"py:{path}",
+            fix=HOW,
+        )
     return obj
 
 

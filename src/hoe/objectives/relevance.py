@@ -69,5 +69,10 @@ class Relevance:
 @register_objective("relevance")
 def relevance(arg: str | None, context: ObjectiveContext) -> Relevance:
     if arg:
-        raise ConfigError(f"--objective: relevance takes no argument, got relevance:{arg}.")
+        raise ConfigError(
+            f"relevance takes no argument, got relevance:{arg}.",
+            field="objective",
+            value=f"relevance:{arg}",
+            fix="Write relevance.",
+        )
     return Relevance(device=context.device)

@@ -47,13 +47,18 @@ class RewardModel:
             )
         except (OSError, ValueError) as e:
             raise CheckpointError(
-                f"--objective: cannot load a sequence-classification model from {str(folder)!r} ({e})."
+                f"cannot load a sequence-classification model from {str(folder)!r} ({e}).",
+                field="objective",
+                value=self.ref,
+                fix="Pass a folder, hub id or built-in name of a sequence-classification model.",
             ) from None
         n_out = self.model.config.num_labels
         if not 0 <= self.index < n_out:
             raise ConfigError(
-                f"--objective: hf:{self.ref}@{self.index}: the model has {n_out} output(s); "
-                f"pass an index from 0 to {n_out - 1}."
+                f"hf:{self.ref}@{self.index}: the model has {n_out} output(s).",
+                field="objective",
+                value=f"hf:{self.ref}@{self.index}",
+                fix=f"Pass an index from 0 to {n_out - 1}.",
             )
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -100,7 +105,10 @@ def parse_hf_arg(arg: str) -> tuple[str, int]:
         return ref, int(idx)
     except ValueError:
         raise ConfigError(
-            f"--objective: hf:{arg}: the part after @ must be an output index, e.g. hf:{ref}@0."
+            f"hf:{arg}: the part after @ must be an output index.",
+            field="objective",
+            value=f"hf:{arg}",
+            fix=f"Write e.g. hf:{ref}@0.",
         ) from None
 
 
@@ -108,7 +116,10 @@ def parse_hf_arg(arg: str) -> tuple[str, int]:
 def hf_reward_model(arg: str | None, context: ObjectiveContext) -> RewardModel:
     if not arg:
         raise ConfigError(
-            "--objective: write hf:MODEL[@INDEX], e.g. hf:Ray2333/gpt2-large-helpful-reward_model."
+            "hf needs a model.",
+            field="objective",
+            value="hf",
+            fix="Write hf:MODEL[@INDEX], e.g. hf:Ray2333/gpt2-large-helpful-reward_model.",
         )
     ref, index = parse_hf_arg(arg)
     return RewardModel(ref, index, device=context.device)

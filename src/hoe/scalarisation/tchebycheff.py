@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, bad_value
 from hoe.scalarisation import register_scalarisation
 
 
@@ -65,11 +65,13 @@ class Tchebycheff:
         self.z_star = torch.as_tensor(self.z_star, dtype=self.lam.dtype)
         if self.z_star.shape != self.lam.shape or not torch.isfinite(self.z_star).all():
             raise ConfigError(
-                f"--targets: got {self.z_star.tolist()} for {self.lam.numel()} objectives. Pass one finite "
-                "target reward z* per objective, a little above what the experts reach."
+                f"got {self.z_star.tolist()} for {self.lam.numel()} objectives.",
+                field="target_point",
+                value=self.z_star.tolist(),
+                fix="Pass one finite target reward z* per objective, a little above what the experts reach.",
             )
         if not 0 < self.alpha <= 1:
-            raise ConfigError(f"--omd-alpha: got {self.alpha}. Pass a smoothing rate in (0, 1], e.g. 0.12.")
+            raise bad_value("omd_alpha", self.alpha, "Pass a smoothing rate in (0, 1], e.g. 0.12.")
 
     def utility(self, rewards: torch.Tensor) -> torch.Tensor:
         return tchebycheff_utility(rewards, self.lam, self.z_star)

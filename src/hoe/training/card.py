@@ -2,15 +2,12 @@
 
 ``<out>/adapter_config.json`` and ``adapter_model.safetensors`` (what ``PeftModel.from_pretrained`` loads),
 ``hoe_training.json`` (config, command, versions, per-step curve and its summary) and ``README.md``.
-Each file is written to a temporary name and renamed, so a file that exists is complete.
+They are written into the run's partial folder, which replaces ``<out>`` only once complete.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,22 +40,15 @@ def summarise(history: list[dict], window: int = 10) -> dict:
 
 
 def write_expert(run: Run) -> Path:
-    """Write the adapter, the record and the card into ``run.config.out``; return that folder."""
-    out = Path(run.config.out)
-    tmp = out / f".adapter.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        run.model.peft_config["default"].base_model_name_or_path = run.config.base
-        run.model.save_pretrained(str(tmp))
-        if run.config.dtype != "float32":
-            _cast_adapter(tmp / "adapter_model.safetensors", DTYPES[run.config.dtype])
-        for file in sorted(tmp.iterdir()):
-            if file.is_file():
-                os.replace(file, out / file.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write the adapter, the record and the card into the run's partial folder (published afterwards)."""
+    out = run.folder.work
+    run.model.peft_config["default"].base_model_name_or_path = run.config.base
+    run.model.save_pretrained(str(out))
+    if run.config.dtype != "float32":
+        _cast_adapter(out / "adapter_model.safetensors", DTYPES[run.config.dtype])
     record = training_record(run)
-    _write_text(out / TRAINING_RECORD, json.dumps(record, indent=1) + "\n")
-    _write_text(out / "README.md", card(record))
+    (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    (out / "README.md").write_text(card(record))
     return out
 
 
@@ -105,9 +95,3 @@ def card(record: dict) -> str:
         f"The per-step curve is in `{TRAINING_RECORD}`; `checkpoints/` holds the last training checkpoint "
         "(for `--resume` with more `--steps`; safe to delete).\n"
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -7,17 +7,15 @@ A checkpoint is a folder ``<out>/checkpoints/step-000025/`` holding
 * ``state.json``: the step, the optimizer's hyper-parameters and non-tensor state, the run config, the
   reward history, and how randomness is derived (from ``(seed, step)``, so no RNG state is needed).
 
-It is written in a hidden temporary folder and renamed into place, so a checkpoint that exists is
-complete; older checkpoints are deleted only after the new one is in place.
+It is written through :mod:`hoe.io.atomic`, so a checkpoint that exists is complete; older checkpoints are
+deleted only after the new one is in place.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hoe.errors import CheckpointError
+from hoe.io.atomic import publish, staged_dir
 
 STATE = "state.json"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -43,11 +42,8 @@ def save_checkpoint(
     keep: int = 1,
 ) -> Path:
     """Write the checkpoint of ``step`` atomically, then keep only the newest ``keep`` checkpoints."""
-    root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, step)
-    tmp = root / f".step-{step:06d}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with staged_dir(final) as tmp:
         opt_tensors, opt_json = split_optimizer_state(optimizer.state_dict())
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
@@ -55,11 +51,7 @@ def save_checkpoint(
         )
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         (tmp / STATE).write_text(json.dumps({**state, "step": step, "optimizer": opt_json}, indent=1) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, final)
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -105,7 +97,8 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
         opt = join_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state.pop("optimizer"))
     except (OSError, ValueError, KeyError, SafetensorError) as e:
         raise CheckpointError(
-            f"--resume: cannot read the checkpoint {str(folder)!r} ({type(e).__name__}: {e}). Delete that folder "
-            "to resume from an older checkpoint, or start again with --overwrite."
+            f"cannot read the checkpoint {str(folder)!r} ({type(e).__name__}: {e}).",
+            field="resume",
+            fix="Delete that folder to resume from an older checkpoint, or start again (allow overwriting).",
         ) from None
     return trainable, opt, state

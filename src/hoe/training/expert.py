@@ -17,7 +17,6 @@ a checkpoint reproduces an uninterrupted run bit for bit. The result is a standa
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -27,12 +26,14 @@ from typing import Any
 import torch
 
 from hoe.devices import resolve_device
-from hoe.errors import CheckpointError, ConfigError, OutputExistsError
+from hoe.errors import CheckpointError, ConfigError, flag
 from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective, ObjectiveContext, build_objective
 from hoe.training import rl
-from hoe.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from hoe.training.checkpoint import load_checkpoint, save_checkpoint
 from hoe.training.rollout import Rollout, response_logprobs, sample
+from hoe.training.run_folder import RunFolder
+from hoe.validation import at_least, non_empty, not_both, one_of, positive, validate
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device", "dtype"}
@@ -67,40 +68,26 @@ class ExpertConfig:
     dtype: str = "float32"  # of the saved adapter (training is float32)
 
     def __post_init__(self) -> None:
-        errors = [msg for check in _CHECKS for msg in [check(self)] if msg]
-        if self.dtype not in DTYPES:
-            errors.append(f"--dtype: got {self.dtype!r}. Choose one of {sorted(DTYPES)}.")
-        if self.resume and self.overwrite:
-            errors.append("--resume and --overwrite: pass one of them, not both.")
-        if errors:
-            raise ConfigError("invalid training options:\n  " + "\n  ".join(errors))
-
-
-def _positive(name: str, what: str):
-    def check(c: ExpertConfig) -> str | None:
-        value = getattr(c, name)
-        return None if value > 0 else f"--{name.replace('_', '-')}: got {value}. Pass a positive {what}."
-
-    return check
+        validate(self, _CHECKS)
 
 
 _CHECKS = [
-    _positive("steps", "number of optimizer steps"),
-    _positive("lora_rank", "LoRA rank, e.g. 8"),
-    _positive("lr", "learning rate, e.g. 2e-4"),
-    _positive("batch_prompts", "number of prompts per step"),
-    _positive("max_new_tokens", "response length budget, e.g. 48"),
-    _positive("temperature", "sampling temperature, e.g. 0.7"),
-    _positive("max_grad_norm", "gradient-norm clip, e.g. 1.0"),
-    _positive("micro_batch", "number of rows per forward pass"),
-    _positive("checkpoint_every", "number of steps between checkpoints"),
-    lambda c: None if c.kl_coef >= 0 else f"--kl-coef: got {c.kl_coef}. Pass a KL weight >= 0, e.g. 0.05.",
-    lambda c: (
-        None
-        if c.samples_per_prompt >= 2
-        else f"--samples-per-prompt: got {c.samples_per_prompt}. RLOO needs at least 2 samples per prompt."
+    positive("steps", "number of optimizer steps"),
+    positive("lora_rank", "LoRA rank, e.g. 8"),
+    positive("lr", "learning rate, e.g. 2e-4"),
+    positive("batch_prompts", "number of prompts per step"),
+    positive("max_new_tokens", "response length budget, e.g. 48"),
+    positive("temperature", "sampling temperature, e.g. 0.7"),
+    positive("max_grad_norm", "gradient-norm clip, e.g. 1.0"),
+    positive("micro_batch", "number of rows per forward pass"),
+    positive("checkpoint_every", "number of steps between checkpoints"),
+    at_least("kl_coef", 0, "a KL weight"),
+    at_least(
+        "samples_per_prompt", 2, "a number of samples per prompt (RLOO's baseline needs another sample)"
     ),
-    lambda c: None if str(c.out).strip() else "--out: empty. Pass the folder for the trained adapter.",
+    non_empty("out", "the folder for the trained adapter"),
+    one_of("dtype", list(DTYPES)),
+    not_both("resume", "overwrite"),
 ]
 
 
@@ -109,6 +96,7 @@ class Run:
     """The live state of a training run."""
 
     config: ExpertConfig
+    folder: RunFolder
     model: Any  # a peft.PeftModel
     tokenizer: Any
     objective: Objective
@@ -128,20 +116,19 @@ class Run:
 def setup(config: ExpertConfig) -> Run:
     """Load the base model, wrap it with a fresh (seeded) LoRA, build the objective, resume if asked.
 
-    Everything is validated (output folder, prompts, model, objective) before ``--out`` is touched.
+    Everything is validated (output folder, prompts, model, targets, objective) before anything is written;
+    the run then works in its partial folder (:mod:`hoe.training.run_folder`), never in ``config.out``.
     """
     from peft import LoraConfig, get_peft_model
 
     from hoe.backbones import load_causal_lm
     from hoe.data.prompts import load_prompts
 
-    out = Path(config.out)
-    checkpoints = list_checkpoints(out / "checkpoints") if config.resume else []
-    if not checkpoints:
-        check_output(out, config.overwrite)
+    folder = RunFolder.open(config.out, config.resume, config.overwrite)
     device = resolve_device(config.device)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
     model, tokenizer = load_causal_lm(config.base)
+    targets = check_targets(model, config.targets) or default_targets(model)
     model.to(device)
     context = ObjectiveContext(tokenizer=tokenizer, max_new_tokens=config.max_new_tokens, device=str(device))
     objective = build_objective(config.objective, context)
@@ -150,18 +137,17 @@ def setup(config: ExpertConfig) -> Run:
         r=config.lora_rank,
         lora_alpha=config.lora_rank,  # scaling 1: B @ A is the delta (see hoe.conventions)
         lora_dropout=0.0,
-        target_modules=config.targets or default_targets(model),
+        target_modules=targets,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
     model.eval()  # no dropout anywhere: the gradient is taken in eval mode
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    run = Run(config, model, tokenizer, objective, prompts, optimizer)
-    if checkpoints:
-        restore(run, checkpoints[-1])
-    else:
-        fresh_output(out)
+    run = Run(config, folder, model, tokenizer, objective, prompts, optimizer)
+    if folder.resume_from is not None:
+        restore(run, folder.resume_from)
+    folder.start()
     return run
 
 
@@ -171,21 +157,26 @@ def default_targets(model) -> list[str] | None:
     return list(DEFAULT_TARGETS) if set(DEFAULT_TARGETS) <= names else None
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(
-            f"--out: {str(out)!r} exists and is not empty. Pass --resume to continue its training, "
-            "--overwrite to start again, or another --out."
+def check_targets(model, targets: list[str] | None) -> list[str] | None:
+    """Every target names linear modules of ``model`` (by last name, e.g. ``q_proj``)."""
+    if not targets:
+        return None
+    linear = sorted(
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and "." in n
+        }
+    )
+    unknown = [t for t in targets if t not in linear]
+    if unknown:
+        raise ConfigError(
+            f"{unknown} name no linear module of the base model.",
+            field="targets",
+            value=",".join(targets),
+            fix=f"Choose among {linear}.",
         )
-
-
-def fresh_output(out: Path) -> None:
-    """Empty (or create) ``out``; only called after ``check_output`` allowed it."""
-    if out.is_dir():
-        shutil.rmtree(out)
-    elif out.exists():
-        out.unlink()
-    out.mkdir(parents=True)
+    return targets
 
 
 def restore(run: Run, folder: Path) -> None:
@@ -194,7 +185,11 @@ def restore(run: Run, folder: Path) -> None:
     check_compatible(state.get("config", {}), asdict(run.config), folder)
     trainable = run.trainable
     if set(tensors) != set(trainable):
-        raise CheckpointError(f"--resume: {str(folder)!r} holds other LoRA parameters than this run creates.")
+        raise CheckpointError(
+            f"{str(folder)!r} holds other LoRA parameters than this run creates.",
+            field="resume",
+            fix="Resume with the options it was made with, or start again (allow overwriting).",
+        )
     with torch.no_grad():
         for name, p in trainable.items():
             p.copy_(tensors[name])
@@ -205,12 +200,11 @@ def restore(run: Run, folder: Path) -> None:
 def check_compatible(saved: dict, current: dict, folder: Path) -> None:
     diffs = [k for k in current if k not in RESUMABLE and k in saved and saved[k] != current[k]]
     if diffs:
-        detail = "; ".join(
-            f"--{k.replace('_', '-')}: checkpoint {saved[k]!r}, now {current[k]!r}" for k in diffs
-        )
+        detail = "; ".join(f"{flag(k)}: checkpoint {saved[k]!r}, now {current[k]!r}" for k in diffs)
         raise CheckpointError(
-            f"--resume: {str(folder)!r} was made with other options ({detail}). Pass the same values, or "
-            "--overwrite to start again."
+            f"{str(folder)!r} was made with other options ({detail}).",
+            field="resume",
+            fix="Pass the same values, or start again (allow overwriting).",
         )
 
 
@@ -320,22 +314,27 @@ def train_expert(config: ExpertConfig, progress: bool = True) -> Path:
 
     run = setup(config)
     bar = tqdm(range(run.start, config.steps), initial=run.start, total=config.steps, disable=not progress)
-    for step in bar:
-        metrics = train_step(run, step)
-        run.history.append(metrics)
-        bar.set_postfix(
-            score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.3f}", len=f"{metrics['length']:.0f}"
-        )
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            folder = checkpoint(run, step + 1)
-            if not progress:  # a log line per checkpoint for runs in the background
-                last = summarise(run.history)
-                print(
-                    f"step {step + 1}/{config.steps}, last 10 steps: score {last['last10_score']:.3f}, "
-                    f"kl {last['last10_kl']:.3f}, length {last['last10_length']:.1f}; saved {folder}",
-                    file=sys.stderr,
-                )
-    return write_expert(run)
+    try:
+        for step in bar:
+            metrics = train_step(run, step)
+            run.history.append(metrics)
+            bar.set_postfix(
+                score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.3f}", len=f"{metrics['length']:.0f}"
+            )
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                folder = checkpoint(run, step + 1)
+                if not progress:  # a log line per checkpoint for runs in the background
+                    last = summarise(run.history)
+                    print(
+                        f"step {step + 1}/{config.steps}, last 10 steps: score {last['last10_score']:.3f}, "
+                        f"kl {last['last10_kl']:.3f}, length {last['last10_length']:.1f}; saved {folder}",
+                        file=sys.stderr,
+                    )
+        write_expert(run)
+    except BaseException as e:
+        run.folder.stopped(e, len(run.history))
+        raise
+    return run.folder.publish()
 
 
 def checkpoint(run: Run, step: int) -> Path:
@@ -345,4 +344,4 @@ def checkpoint(run: Run, step: int) -> Path:
         "rng": "none saved: sampling and prompt order are derived from (seed, step)",
     }
     tensors = {n: p.detach() for n, p in run.trainable.items()}
-    return save_checkpoint(Path(run.config.out) / "checkpoints", step, tensors, run.optimizer, state)
+    return save_checkpoint(run.folder.checkpoints, step, tensors, run.optimizer, state)

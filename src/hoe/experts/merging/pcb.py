@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from hoe.experts.merging import minmax_rows, register_merge, row_kth
+from hoe.experts.merging import Option, minmax_rows, register_merge, row_kth
 
 
-@register_merge("pcb")
+@register_merge(
+    "pcb",
+    options=[
+        Option(
+            "keep", 0.9, 0.0, 1.0, lo_open=True, help="Fraction of entries each expert keeps after balancing"
+        ),
+        Option("clip", 0.01, 0.0, 0.5, hi_open=True, help="Fraction of magnitudes clipped at each end"),
+    ],
+)
 def pcb(deltas: torch.Tensor, weights: torch.Tensor, keep: float = 0.9, clip: float = 0.01) -> torch.Tensor:
     """PCB-merging with preference pre-weights.   deltas: (n, ...), weights λ: (n,) -> (...).
 

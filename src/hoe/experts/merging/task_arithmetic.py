@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from hoe.experts.merging import register_merge
+from hoe.experts.merging import Option, register_merge
 
 
-@register_merge("task_arithmetic")
+@register_merge(
+    "task_arithmetic",
+    options=[Option("scale", 1.0, 0.0, None, lo_open=True, help="Factor applied to the merged delta")],
+)
 def task_arithmetic(deltas: torch.Tensor, weights: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """τ = scale · Σ_i λ_i τ_i.   deltas: (n, ...), weights: (n,) -> (...).
 
