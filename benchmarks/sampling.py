@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     tokenizer, model = load_tokenizer(SMOLLM2), load_base_model(SMOLLM2)
-    prompts = [p.text for p in load_prompts("data/prompts/smol.jsonl", "eval")][: args.batch]
+    prompts = [p.text for p in load_prompts("smol", "eval")][: args.batch]
     enc = encode_prompts(tokenizer, prompts, chat=True)
     n = args.new_tokens
     common = {"max_new_tokens": n, "min_new_tokens": n, "pad_token_id": tokenizer.pad_token_id}

@@ -1,4 +1,4 @@
-"""Build the shipped prompt set ``data/prompts/smol.jsonl`` from chatterbot-corpus (deterministic).
+"""Build the shipped prompt set ``src/hoe/data/smol.jsonl`` (built-in name ``smol``) from chatterbot-corpus (deterministic).
 
 Prompts are the opening user line of every English chatterbot-corpus conversation (``pip install
 chatterbot-corpus==1.3.3``; BSD), with whitespace collapsed, kept if they have 3 to 30 words, and
@@ -6,7 +6,7 @@ deduplicated case- and punctuation-insensitively (first occurrence wins, files i
 The split is a stable hash of the normalised text: ``eval`` when ``int(sha256[:8], 16) % 100 < 20``
 (about 20 %), else ``train``, so adding prompts never moves an existing one between splits.
 
-    python scripts/build_prompts.py [--out data/prompts/smol.jsonl]
+    python scripts/build_prompts.py [--out src/hoe/data/smol.jsonl]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("data/prompts/smol.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("src/hoe/data/smol.jsonl"))
     args = parser.parse_args()
     rows = build(corpus_dir())
     n_eval = sum(r["split"] == "eval" for r in rows)

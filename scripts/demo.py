@@ -80,7 +80,7 @@ def main() -> None:
 
     model = HoEModel.from_pretrained(bundle)
     tokenizer = load_tokenizer(SMOLLM2)
-    prompts = [p.text for p in load_prompts(ROOT / "data" / "prompts" / "smol.jsonl", "eval")[: args.prompts]]
+    prompts = [p.text for p in load_prompts("smol", "eval")[: args.prompts]]
     objectives = build_objectives(OBJECTIVES, ObjectiveContext(tokenizer=tokenizer, max_new_tokens=48))
     print(f"\n{'preference (rel, pos, brev)':<30}" + "".join(f"{o:>12}" for o in OBJECTIVES))
     for pref in PREFERENCES:

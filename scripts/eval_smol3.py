@@ -64,7 +64,7 @@ def main() -> None:
     start = time.perf_counter()
     tokenizer = load_tokenizer(SMOLLM2)
     objectives = build_objectives(OBJECTIVES, ObjectiveContext(tokenizer=tokenizer, max_new_tokens=48))
-    prompts = [p.text for p in load_prompts(ROOT / "data" / "prompts" / "smol.jsonl", "eval")]
+    prompts = [p.text for p in load_prompts("smol", "eval")]
     models = {"base": lambda: load_base_model(SMOLLM2)}
     for o in OBJECTIVES:
         models[o] = lambda o=o: PeftModel.from_pretrained(

@@ -11,7 +11,7 @@ import pytest
 from hoe.data.prompts import load_prompts
 from hoe.errors import ConfigError
 
-SMOL = Path(__file__).resolve().parents[1] / "data" / "prompts" / "smol.jsonl"
+SMOL = Path(__file__).resolve().parents[1] / "src" / "hoe" / "data" / "smol.jsonl"
 
 
 def normalise(text: str) -> str:
@@ -27,6 +27,14 @@ def test_shipped_prompts_are_valid_and_split_disjoint():
     keys = [normalise(p.text) for p in everything]
     assert len(set(keys)) == len(keys)  # deduplicated, case/punctuation-insensitive
     assert all(3 <= len(p.text.split()) <= 30 for p in everything)
+
+
+def test_builtin_names_select_the_shipped_set_and_its_split(tmp_path, monkeypatch):
+    assert load_prompts("smol") == load_prompts(SMOL)
+    assert load_prompts("smol:eval", "train") == load_prompts(SMOL, "eval")  # NAME:SPLIT wins
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smol").write_text('{"prompt": "a local file of that name"}\n')
+    assert [p.text for p in load_prompts("smol")] == ["a local file of that name"]  # a real path wins
 
 
 def test_shipped_split_follows_the_stable_hash():

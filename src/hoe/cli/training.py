@@ -21,8 +21,10 @@ def train_expert(
         help="What to maximise: relevance, positivity, brevity[:N], hf:MODEL[@INDEX], judge:MODEL:QUESTION or "
         "py:package.module:function (prefix NAME= to rename).",
     ),
-    prompts: Path = typer.Option(
-        Path("data/prompts/smol.jsonl"), help='Prompt file: JSONL lines {"prompt": ..., "split": ...}.'
+    prompts: str = typer.Option(
+        "smol",
+        help='Prompt set: a JSONL file of {"prompt": ..., "split": ...} lines, or the built-in smol '
+        "(712 short chat prompts).",
     ),
     split: str = typer.Option(
         "train", help="Split of --prompts to train on (a file without splits is used whole)."
@@ -62,7 +64,7 @@ def train_expert(
         out=str(out),
         base=base,
         objective=objective,
-        prompts=str(prompts),
+        prompts=prompts,
         split=split,
         steps=steps,
         seed=seed,

@@ -3,7 +3,7 @@
 ``{"prompt": "How are you?", "id": "smol-3f2a", "split": "train"}`` -- ``prompt`` (a non-empty string) is
 required; ``id`` and ``split`` are optional strings; other fields are ignored and blank lines skipped.
 A file whose lines have no ``split`` is used whole whatever split is asked for; in a file with splits,
-every line must have one. The shipped set is ``data/prompts/smol.jsonl`` (``train`` / ``eval``).
+every line must have one. The shipped set is ``smol`` (``src/hoe/data/smol.jsonl``: ``train`` / ``eval``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,24 @@ class Prompt:
 FORMAT_FIX = 'Write one JSON object per line, e.g. {"prompt": "How are you?"}.'
 
 
+BUILTIN_PROMPTS = {"smol": Path(__file__).with_name("smol.jsonl")}
+"""Prompt sets shipped inside the package, by name: ``smol`` (712 chatterbot-corpus prompts, ``train`` / ``eval``)."""
+
+
+def prompt_source(spec: str | Path, split: str | None = None) -> tuple[Path, str | None]:
+    """``spec`` is a JSONL path, a built-in name (``smol``) or ``NAME:SPLIT`` (``smol:eval``, whose split wins
+    over ``split``); return (file, split)."""
+    name, sep, named_split = str(spec).partition(":")
+    if name in BUILTIN_PROMPTS and not Path(spec).exists():
+        return BUILTIN_PROMPTS[name], (named_split if sep else split)
+    return Path(spec), split
+
+
 def load_prompts(path: str | Path, split: str | None = None, field: str = "prompts") -> list[Prompt]:
-    """Read a prompt JSONL file; keep the prompts of ``split`` if given (all of them if the file has no
-    splits). Raises :class:`ConfigError` (about ``field``) naming the line of the first malformed entry."""
-    path = Path(path)
+    """Read a prompt set (a JSONL file, or a built-in name, see :func:`prompt_source`); keep the prompts of
+    ``split`` if given (all of them if the file has no splits). Raises :class:`ConfigError` (about ``field``)
+    naming the line of the first malformed entry."""
+    path, split = prompt_source(path, split)
     if not path.is_file():
         problem = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(

@@ -48,7 +48,7 @@ def build(
             fix=f"Give anchors only to the experts {list(expert)}.",
         )
     check_output_dir(out, overwrite)
-    records = {name: read_record(folder) or {} for name, folder in expert.items()}
+    records = {name: read_record(folder, "expert") or {} for name, folder in expert.items()}
     objectives = [n for n in expert if n not in anchors and records[n].get("kind") != "merged"]
     if len(objectives) < 2:
         raise ConfigError(

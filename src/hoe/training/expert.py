@@ -47,7 +47,7 @@ class ExpertConfig:
     out: str
     base: str = "smollm2-135m-instruct"
     objective: str = "relevance"
-    prompts: str = "data/prompts/smol.jsonl"
+    prompts: str = "smol"
     split: str = "train"
     steps: int = 200
     seed: int = 0
