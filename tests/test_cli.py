@@ -107,3 +107,22 @@ def test_generate_text_with_a_plain_causal_lm(tmp_path):
     texts = generate_text(build_model("llama"), tokenizer, ["hi", "a longer prompt"], None, max_new_tokens=3)
     assert len(texts) == 2 and all(len(t) <= 3 for t in texts)
     assert tokenizer.padding_side == "left"
+
+
+def test_version_and_usage_errors(capsys):
+    from hoe import __version__
+    from hoe.cli import run
+
+    assert run(["--version"]) == 0 and capsys.readouterr().out == f"hoe {__version__}\n"
+    assert run(["build", "--nope"]) == 2  # typer's own usage errors: its message, exit 2, no traceback
+    err = capsys.readouterr().err
+    assert "No such option: --nope" in err and "Traceback" not in err
+
+
+def test_library_functions_have_the_commands_names():
+    import hoe
+    from hoe.cli import app
+
+    commands = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    for command in commands:
+        assert callable(getattr(hoe, command.replace("-", "_"))), command

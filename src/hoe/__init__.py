@@ -1,24 +1,45 @@
 """hoe: multi-objective alignment of large language models with hierarchical experts (HoE).
 
 Conventions (stated once, see :mod:`hoe.conventions`): objectives are maximised, a preference λ lies on the
-simplex, reward matrices are ``n x m``.
+simplex, reward matrices are ``n x m``. Each ``hoe`` command is a thin layer over the function of the same
+name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`train_expert`.
 """
 
-from hoe.errors import CheckpointError, ConfigError, HoEError, PreferenceError, ShapeMismatchError
+from hoe.errors import (
+    CheckpointError,
+    ConfigError,
+    ConfigErrors,
+    HoEError,
+    HoEWarning,
+    OutputExistsError,
+    OutputPathError,
+    PreferenceError,
+    ShapeMismatchError,
+)
 from hoe.experts.extract import extract
 from hoe.experts.merge import merge
 from hoe.model.build import build
+from hoe.model.generation import generate, load_tokenizer
 from hoe.model.hoe_model import HoEModel
+from hoe.training import ExpertConfig, train_expert
 
 __version__ = "0.1.0"
 __all__ = [
     "HoEModel",
     "build",
     "extract",
+    "generate",
+    "load_tokenizer",
     "merge",
+    "train_expert",
+    "ExpertConfig",
     "HoEError",
+    "HoEWarning",
     "ConfigError",
+    "ConfigErrors",
     "PreferenceError",
     "CheckpointError",
     "ShapeMismatchError",
+    "OutputExistsError",
+    "OutputPathError",
 ]

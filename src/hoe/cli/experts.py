@@ -42,7 +42,12 @@ def extract(
     ),
     svd: str = typer.Option("auto", help="SVD solver: auto, full or randomized (int ranks only)."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Replace experts of these NAMEs in --out (each only once its new version is complete); other "
+        "experts there are kept.",
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Compress fine-tuned models into LoRA experts with task-SVD (one expert per objective)."""
     folders = extract_experts(
@@ -55,6 +60,7 @@ def extract(
         svd,
         dtype,
         overwrite,
+        progress,
     )
     for name, folder in folders.items():
         _report(name, folder)
@@ -78,7 +84,8 @@ def merge(
     scale: float | None = typer.Option(None, help=option_help("scale")),
     svd: str = typer.Option("auto", help="SVD solver: auto, full or randomized (int ranks only)."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new expert is complete)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Merge LoRA experts at a preference into one multi-objective LoRA expert (merge on full deltas, then SVD)."""
     # passed through as given: the library checks each against the method's declared options and ranges
@@ -93,6 +100,7 @@ def merge(
         svd,
         dtype,
         overwrite,
+        progress,
         **options,
     )
     _report(folder.name, folder)

@@ -62,7 +62,7 @@ def build(
     router: list[str] = typer.Option(
         [], help="NAME@PREFERENCE: add an (untrained, uniform) router expert; names must be unique."
     ),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new bundle is complete)."),
 ) -> None:
     """Assemble LoRA experts into an HoE bundle (manifest + PEFT adapters + routers)."""
     folders, anchors = {}, {}
@@ -109,21 +109,11 @@ def generate(
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
 ) -> None:
     """Generate text with an HoE bundle at a preference."""
-    from hoe.devices import resolve_device
-    from hoe.model.bundle import read_manifest
-    from hoe.model.generation import check_generation_options, generate_text, load_tokenizer
-    from hoe.model.hoe_model import HoEModel
-    from hoe.preference import to_simplex
+    from hoe.model.generation import generate as generate_responses
 
-    # everything that can be checked without the model, before the (slow) load
-    to_simplex(preference, read_manifest(model)["objectives"])
-    check_generation_options(max_new_tokens, temperature)
-    target = resolve_device(device)
-    hoe_model = HoEModel.from_pretrained(model, base=base, device=target)
-    tokenizer = load_tokenizer(hoe_model.base_ref)
     with _prompts_as_argument():
-        responses = generate_text(
-            hoe_model, tokenizer, prompt, preference, chat, max_new_tokens, temperature, seed, truncate
+        responses = generate_responses(
+            model, prompt, preference, base, chat, max_new_tokens, temperature, seed, truncate, device
         )
     for i, (p, text) in enumerate(zip(prompt, responses)):
         if json_lines:

@@ -51,7 +51,9 @@ def train_expert(
     resume: bool = typer.Option(
         False, help="Continue from the last checkpoint in --out (start fresh if none)."
     ),
-    overwrite: bool = typer.Option(False, help="Delete --out and start again."),
+    overwrite: bool = typer.Option(
+        False, help="Start again; an existing --out is kept until the new expert is complete."
+    ),
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
     progress: bool = typer.Option(True, help="Show a progress bar."),

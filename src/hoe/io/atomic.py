@@ -47,15 +47,16 @@ def note(error: BaseException, text: str) -> None:
 # ---------------------------------------------------------------- checks, before any slow work
 
 
-def output_path(out: str | Path, field: str = "out") -> Path:
-    """``out`` made absolute, refused when it cannot be written: under a file, not writable, or the current
-    folder (or one holding it), which cannot be replaced by a rename."""
+def output_path(out: str | Path, field: str = "out", replaced: bool = True) -> Path:
+    """``out`` made absolute, refused when it cannot be written: under a file, not writable, or -- when
+    ``out`` itself is to be ``replaced`` -- the current folder (or one holding it), which a rename cannot
+    replace."""
     if not str(out).strip():
         raise OutputPathError("is empty.", field=field, value=str(out), fix="Pass a folder path.")
     path = Path(out).expanduser().absolute()
     path = Path(os.path.normpath(path))
     cwd = Path.cwd()
-    if path == cwd or path in cwd.parents:
+    if replaced and (path == cwd or path in cwd.parents):
         raise OutputPathError(
             f"{str(out)!r} is the current folder or holds it, which cannot be replaced.",
             field=field,
@@ -102,8 +103,8 @@ def check_children(
     out: str | Path, names: Iterable[str], overwrite: bool = False, field: str = "out"
 ) -> Path:
     """Like :func:`check_output_dir` for the named sub-folders of ``out``: only they must be new (or
-    ``overwrite``); other contents of ``out`` are never touched."""
-    path = output_path(out, field)
+    ``overwrite``); other contents of ``out`` are never touched, so ``out`` may be the current folder."""
+    path = output_path(out, field, replaced=False)
     names = list(names)
     for name in names:
         clean_stale(path / name)

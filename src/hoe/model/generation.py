@@ -12,6 +12,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -32,6 +33,36 @@ def load_tokenizer(ref: str):
     tokenizer = load(ref, "base")
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt directly
     return tokenizer
+
+
+def generate(
+    model: str | Path,
+    prompts: Sequence[str],
+    preference: PreferenceLike | Sequence[PreferenceLike],
+    base: str | None = None,
+    chat: bool = False,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+    seed: int | Sequence[int] | None = 0,
+    truncate: bool = False,
+    device: str = "auto",
+) -> list[str]:
+    """``hoe generate``: load the bundle folder ``model`` (on ``base`` instead of its stored base model if
+    given) and return one response per prompt at ``preference`` (see :func:`generate_text`).
+
+    What can be checked without the model (preference, options, device) is checked before it loads.
+    """
+    from hoe.devices import resolve_device
+    from hoe.model.bundle import read_manifest
+    from hoe.preference import to_simplex_batch
+
+    to_simplex_batch(preference, read_manifest(Path(model))["objectives"], len(prompts))
+    check_generation_options(max_new_tokens, temperature)
+    hoe_model = HoEModel.from_pretrained(model, base=base, device=resolve_device(device))
+    tokenizer = load_tokenizer(hoe_model.base_ref)
+    return generate_text(
+        hoe_model, tokenizer, prompts, preference, chat, max_new_tokens, temperature, seed, truncate
+    )
 
 
 def generate_text(
