@@ -27,7 +27,11 @@ def positive(name: str, what: str) -> Check:
 
     def check(c: object) -> HoEError | None:
         value = getattr(c, name)
-        return None if _number(value) and value > 0 else bad_value(name, value, f"Pass a positive {what}.")
+        return (
+            None
+            if _number(value) and value > 0
+            else bad_value(name, value, f"Pass a finite, positive {what}.")
+        )
 
     return check
 
@@ -38,7 +42,7 @@ def at_least(name: str, low: float, what: str) -> Check:
     def check(c: object) -> HoEError | None:
         value = getattr(c, name)
         ok = _number(value) and value >= low
-        return None if ok else bad_value(name, value, f"Pass {what} >= {low:g}.")
+        return None if ok else bad_value(name, value, f"Pass {what}: a finite number >= {low:g}.")
 
     return check
 
