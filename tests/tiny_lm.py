@@ -89,3 +89,8 @@ def wrong_length(prompts: list[str], responses: list[str]) -> list[float]:
 def mean_char_code(prompts: list[str], responses: list[str]) -> list[float]:
     """A dotted-path objective that varies between random responses: the mean character code / 128."""
     return [sum(map(ord, r)) / (128 * max(len(r), 1)) for r in responses]
+
+
+def upper_share(prompts: list[str], responses: list[str]) -> list[float]:
+    """A dotted-path objective that varies between random responses: the fraction of upper-case letters."""
+    return [sum(c.isupper() for c in r) / max(len(r), 1) for r in responses]

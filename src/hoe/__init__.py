@@ -2,7 +2,7 @@
 
 Conventions (stated once, see :mod:`hoe.conventions`): objectives are maximised, a preference λ lies on the
 simplex, reward matrices are ``n x m``. Each ``hoe`` command is a thin layer over the function of the same
-name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`train_expert`.
+name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`train_expert`, :func:`train_router`.
 """
 
 from hoe.errors import (
@@ -21,7 +21,7 @@ from hoe.experts.merge import merge
 from hoe.model.build import build
 from hoe.model.generation import generate, load_tokenizer
 from hoe.model.hoe_model import HoEModel
-from hoe.training import ExpertConfig, train_expert
+from hoe.training import ExpertConfig, RouterConfig, train_expert, train_router
 
 __version__ = "0.1.0"
 __all__ = [
@@ -32,7 +32,9 @@ __all__ = [
     "load_tokenizer",
     "merge",
     "train_expert",
+    "train_router",
     "ExpertConfig",
+    "RouterConfig",
     "HoEError",
     "HoEWarning",
     "ConfigError",

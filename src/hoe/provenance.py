@@ -17,8 +17,9 @@ def versions() -> dict[str, str]:
 
 
 def command_line() -> str:
-    """The command that is running (``hoe ...`` when run from the console script)."""
+    """The command that is running (``hoe ...`` when run from the console script or as ``python -m hoe``,
+    also under ``torchrun`` / ``accelerate launch``, whose processes run ``-m hoe``)."""
     argv = list(sys.argv)
-    if argv and argv[0].endswith(("/hoe", "hoe")):
+    if argv and argv[0].replace("\\", "/").endswith(("/hoe", "hoe", "hoe/__main__.py")):
         argv[0] = "hoe"
     return " ".join(argv)

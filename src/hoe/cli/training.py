@@ -1,7 +1,9 @@
-"""``hoe train-expert``: a single-objective LoRA expert by RLOO policy gradient with a KL penalty."""
+"""``hoe train-expert`` (a single-objective LoRA expert by RLOO) and ``hoe train-router`` (a router expert by MO-PPO)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 import typer
@@ -88,3 +90,109 @@ def train_expert(
     )
     folder = run(config, progress=progress)
     typer.echo(f"expert written to {folder}")
+
+
+def _router_option(name: str, help: str):
+    """``--NAME`` with RouterConfig's default for the field: the CLI never types a default twice."""
+    from hoe.training.router import RouterConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(RouterConfig)}[name]
+    return typer.Option(default, help=help)
+
+
+@app.command("train-router")
+def train_router(
+    model: Path = typer.Option(..., help="The input bundle (made by hoe build); it is never modified."),
+    anchor: str = typer.Option(
+        ..., help="The router's preference λ, e.g. relevance=0.5,positivity=0.5,brevity=0 (or 0.5,0.5,0)."
+    ),
+    out: Path = typer.Option(..., help="The new bundle: the input bundle plus the trained router."),
+    objective: list[str] | None = _router_option(
+        "objective",
+        help="One per bundle objective, named like it: NAME=KIND[:ARG] (repeat; default: the bundle's objective "
+        "names as built-in kinds, e.g. relevance).",
+    ),
+    prompts: str = _router_option("prompts", help="Prompt set: a JSONL file, or smol (smol:SPLIT)."),
+    split: str = _router_option("split", help="Split of --prompts to train on."),
+    name: str | None = _router_option("name", help="Name of the new router (default router-<anchor>)."),
+    steps: int = _router_option("steps", help="PPO steps (the total, also when resuming)."),
+    batch_size: int = _router_option(
+        "batch_size", help="Prompts per step over all processes, one response each."
+    ),
+    seed: int = _router_option("seed", help="Seed of prompt order, sampling and minibatches."),
+    scalarisation: str = _router_option(
+        "scalarisation",
+        help="tchebycheff (OMD weights, the paper's) or linear (fixed weights λ: the ablation).",
+    ),
+    target_point: str | None = _router_option(
+        "target_point",
+        help="z*, one reward per objective (a=0.7,b=2.2 or 0.7,2.2); default: the best single-objective "
+        "expert's mean on --calibration-prompts training prompts plus --target-margin std.",
+    ),
+    target_margin: float = _router_option(
+        "target_margin", help="z* margin above the best expert, in std of each objective."
+    ),
+    calibration_prompts: int = _router_option(
+        "calibration_prompts", help="Training prompts that z* and the value heads' start are measured on."
+    ),
+    reference: str = _router_option(
+        "reference", help="KL reference: soup (Σ λ_i B_i A_i of the single-objective experts) or hoe-lora."
+    ),
+    lr: float = _router_option("lr", help="Adam learning rate of the router."),
+    value_lr: float | None = _router_option(
+        "value_lr", help="Adam learning rate of the value heads (default --lr)."
+    ),
+    ppo_epochs: int = _router_option("ppo_epochs", help="PPO epochs over each step's batch."),
+    minibatches: int = _router_option(
+        "minibatches", help="Optimizer steps per PPO epoch (the batch split in as many)."
+    ),
+    micro_batch: int = _router_option(
+        "micro_batch", help="Rows per forward pass (memory only; no effect on results)."
+    ),
+    clip_range: float = _router_option("clip_range", help="PPO ratio clip ε."),
+    value_clip: float = _router_option("value_clip", help="Value clip around the old values."),
+    vf_coef: float = _router_option("vf_coef", help="Weight of the value loss."),
+    gamma: float = _router_option("gamma", help="Discount γ of GAE."),
+    gae_lambda: float = _router_option("gae_lambda", help="λ of GAE."),
+    init_kl_coef: float = _router_option("init_kl_coef", help="Initial β of the per-token KL penalty."),
+    adaptive_kl: bool = _router_option("adaptive_kl", help="Adapt β toward --kl-target (Ziegler et al.)."),
+    kl_target: float = _router_option("kl_target", help="Target KL per response of the adaptive controller."),
+    kl_horizon: int = _router_option("kl_horizon", help="Horizon of the adaptive KL controller."),
+    omd_horizon: int = _router_option(
+        "omd_horizon", help="OMD horizon H: the weights' rate is α = batch size / H."
+    ),
+    omd_step_size: float = _router_option("omd_step_size", help="OMD step size η (the authors' 3)."),
+    max_grad_norm: float = _router_option(
+        "max_grad_norm", help="Gradient-norm clip (router and value heads separately)."
+    ),
+    max_new_tokens: int = _router_option("max_new_tokens", help="Response length budget."),
+    temperature: float = _router_option("temperature", help="Sampling temperature."),
+    gradient_checkpointing: bool = _router_option(
+        "gradient_checkpointing", help="Recompute activations in the backward pass (less memory, slower)."
+    ),
+    checkpoint_every: int = _router_option(
+        "checkpoint_every", help="Write a checkpoint every N steps (and at the end)."
+    ),
+    resume: bool = _router_option("resume", help="Continue from the last checkpoint of --out."),
+    overwrite: bool = _router_option(
+        "overwrite", help="Start again; an existing --out is kept until the new bundle is complete."
+    ),
+    device: str = _router_option("device", help="auto, cpu, cuda (each process takes its local GPU)."),
+    dtype: str = _router_option(
+        "dtype", help="The bundle is loaded, trained and saved in: float32, bfloat16..."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar (else one log line per checkpoint)."),
+) -> None:
+    """Train a router expert at an anchor by multi-objective PPO (Tchebycheff + online mirror descent).
+
+    Runs on one process, or on several under torchrun --nproc_per_node N / accelerate launch --num_processes N.
+    """
+    options = dict(locals())  # every parameter is a RouterConfig field, except progress
+    options.pop("progress")
+    from hoe.training.router import RouterConfig
+    from hoe.training.router import train_router as run
+
+    options.update(model=str(model), out=str(out), objective=list(objective) if objective else None)
+    folder = run(RouterConfig(**options), progress=progress)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, one line, not one per process
+        typer.echo(f"bundle with router written to {folder}")

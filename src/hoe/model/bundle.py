@@ -7,6 +7,9 @@
       routers.safetensors      per adapted module: ``<module>.router_weight`` (R, E, in), ``.router_bias`` (R, E)
       README.md                a card
 
+Each router in the manifest carries the fingerprint of the LoRA experts it mixes (:mod:`hoe.model.fingerprint`);
+loading a router next to other experts than those is refused.
+
 Loading validates everything (the manifest against :data:`MANIFEST_SCHEMA`, expert shapes against the base,
 router shapes) before the model is returned, so a bad bundle raises a clear error naming the bad field's JSON
 path (``experts[0].path``) and nothing is half-loaded.
@@ -25,9 +28,10 @@ import torch
 from safetensors.torch import save_file
 
 from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
-from hoe.io.adapters import read_adapter, read_record, write_adapter
+from hoe.io.adapters import LoraWeights, read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint
+from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.provenance import command_line, versions
 
@@ -64,6 +68,14 @@ MANIFEST_SCHEMA: dict = {
                     "name": _NAME,
                     "anchor": _ANCHOR,
                     "experts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "fingerprint": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "required": ["rank", "sha256"],
+                            "properties": {"rank": {"type": "integer"}, "sha256": {"type": "string"}},
+                        },
+                    },
                 },
             },
         },
@@ -83,31 +95,42 @@ def save_bundle(model: HoEModel, bundle_dir: str | Path, overwrite: bool = False
             fix="Construct the HoEModel with base_ref set to its base model (a folder, built-in name or hub id).",
         )
     with atomic_output_dir(bundle_dir, overwrite, "out") as tmp:
-        for e, spec in enumerate(model.experts):
-            weights = {
-                n: w for n, layer in model.layers.items() if (w := layer.expert_weights(e)) is not None
-            }
-            write_adapter(
-                tmp / "experts" / spec.name,
-                weights,
-                stored_base(model.base_ref),
-                spec.record or {"anchor": {}},
-                f"# LoRA expert `{spec.name}` of an HoE bundle\n",
-                weights_dtype(model),
-            )
-        if model.routers:
-            tensors = {}
-            for name, layer in model.layers.items():
-                tensors[f"{name}.router_weight"] = layer.router_weight.detach().contiguous()
-                tensors[f"{name}.router_bias"] = layer.router_bias.detach().contiguous()
-            save_file(tensors, str(tmp / ROUTERS_FILE), metadata={"format": "pt"})
-        manifest = _manifest(model)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        (tmp / "README.md").write_text(_card(manifest))
+        write_bundle(model, tmp)
     return Path(bundle_dir)
 
 
-def _manifest(model: HoEModel) -> dict:
+def write_bundle(model: HoEModel, folder: Path) -> dict:
+    """Write the bundle files of ``model`` into the existing ``folder`` (a staging folder: publishing it is the
+    caller's business, e.g. :func:`save_bundle` or a training run's partial folder); return the manifest."""
+    expert_weights = [model_expert_weights(model, e) for e in range(len(model.experts))]
+    for spec, weights in zip(model.experts, expert_weights):
+        write_adapter(
+            folder / "experts" / spec.name,
+            weights,
+            stored_base(model.base_ref),
+            spec.record or {"anchor": {}},
+            f"# LoRA expert `{spec.name}` of an HoE bundle\n",
+            weights_dtype(model),
+        )
+    if model.routers:
+        tensors = {}
+        for name, layer in model.layers.items():
+            tensors[f"{name}.router_weight"] = layer.router_weight.detach().contiguous()
+            tensors[f"{name}.router_bias"] = layer.router_bias.detach().contiguous()
+        save_file(tensors, str(folder / ROUTERS_FILE), metadata={"format": "pt"})
+    fingerprints = {s.name: expert_fingerprint(w) for s, w in zip(model.experts, expert_weights)}
+    manifest = _manifest(model, fingerprints)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / "README.md").write_text(_card(manifest))
+    return manifest
+
+
+def model_expert_weights(model: HoEModel, e: int) -> dict[str, LoraWeights]:
+    """Expert ``e``'s factors in every module it adapts, as the model holds them."""
+    return {n: w for n, layer in model.layers.items() if (w := layer.expert_weights(e)) is not None}
+
+
+def _manifest(model: HoEModel, fingerprints: dict[str, dict]) -> dict:
     return {
         "format": FORMAT,
         "base": stored_base(model.base_ref),
@@ -117,7 +140,12 @@ def _manifest(model: HoEModel) -> dict:
             for s in model.experts
         ],
         "routers": [
-            {"name": r.name, "anchor": _named(r.anchor, model.objectives), "experts": list(r.experts)}
+            {
+                "name": r.name,
+                "anchor": _named(r.anchor, model.objectives),
+                "experts": list(r.experts),
+                "fingerprint": {e: fingerprints[e] for e in r.experts},
+            }
             for r in model.routers
         ],
         "command": command_line(),
@@ -145,12 +173,30 @@ def load_bundle(
             )
         experts.append(ExpertSpec(e["name"], _vector(e["anchor"], objectives), read_record(path, "model") or {}))
         weights.append(read_adapter(path, "model"))
+    _check_fingerprints(manifest, experts, weights, folder)
     model = HoEModel(load_base_model(base_ref, dtype), objectives, experts, weights, base_ref)
     for r in manifest.get("routers", []):
         model.add_router(r["name"], _vector(r["anchor"], objectives), r["experts"])
     if model.routers:
         _load_routers(model, folder / ROUTERS_FILE)
     return model.to(device) if device is not None else model
+
+
+def _check_fingerprints(
+    manifest: dict, experts: list[ExpertSpec], weights: list[dict[str, LoraWeights]], folder: Path
+) -> None:
+    """Every router that records what it mixes must find exactly those experts (before the base model loads).
+    Routers of bundles written before fingerprints existed carry none and are loaded as they are."""
+    routers = [r for r in manifest.get("routers", []) if "fingerprint" in r]
+    if not routers:
+        return
+    by_name = dict(zip((e.name for e in experts), weights))
+    cache: dict[str, dict] = {}
+    for r in routers:
+        current = {
+            e: cache.setdefault(e, expert_fingerprint(by_name[e])) for e in r["experts"] if e in by_name
+        }
+        check_router(r["name"], r["fingerprint"], current, str(folder))
 
 
 def load_base_model(ref: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

@@ -50,6 +50,11 @@ class RoutingContext:
             self._memo[key] = t
         return self._memo[key]
 
+    def fresh(self) -> RoutingContext:
+        """The same weights with an empty memo: what a recomputation (activation checkpointing) must use, so
+        that it rebuilds every derived tensor exactly as the original forward did."""
+        return RoutingContext(self.lora, self.routers, self.router_ids, self.active_experts)
+
     def memo(self, key: object, make) -> torch.Tensor:
         """Cache a value derived from this call's weights (e.g. a gate expanded to a rank layout)."""
         if key not in self._memo:

@@ -5,7 +5,9 @@ preference routing maps λ to convex weights w⁽¹⁾ over the expert anchors (
 them into per-token mixtures w⁽²⁾(x) in every adapted module, and the LoRA experts realise them.
 
 The preference is an argument of every call (``forward``, ``generate``): one λ for the batch or one per row,
-as a tensor, a list or a ``{objective: weight}`` mapping; never state stored on the model.
+as a tensor, a list or a ``{objective: weight}`` mapping; never state stored on the model. A call can instead
+give the LoRA experts' weights w⁽²⁾ directly (``expert_weights``), e.g. the linear soup Σ_i λ_i B_i A_i of the
+single-objective experts (:meth:`HoEModel.soup_weights`), which is the KL reference of router training.
 """
 
 from __future__ import annotations
@@ -120,20 +122,111 @@ class HoEModel(nn.Module):
             active_experts=torch.nonzero(reachable).flatten().to(device),
         )
 
+    def mixture_context(
+        self, expert_weights: torch.Tensor | Sequence[float] | dict[str, float]
+    ) -> RoutingContext:
+        """Explicit LoRA-expert weights w⁽²⁾ and no routers: (E,) for the batch or (B, E) per row, or a mapping
+        ``{expert name: weight}`` (absent experts 0). Weights are finite and >= 0; they need not sum to 1."""
+        names = [e.name for e in self.experts]
+        if isinstance(expert_weights, dict):
+            unknown = sorted(set(expert_weights) - set(names))
+            if unknown:
+                raise ConfigError(
+                    f"unknown experts {unknown}.",
+                    field="expert_weights",
+                    value=dict(expert_weights),
+                    fix=f"Name some of {names}.",
+                )
+            expert_weights = [float(expert_weights.get(n, 0.0)) for n in names]
+        w = torch.as_tensor(expert_weights, dtype=torch.float32)
+        w = w[None] if w.dim() == 1 else w  # (Bw, E)
+        if w.dim() != 2 or w.shape[1] != len(names) or not torch.isfinite(w).all() or (w < 0).any():
+            raise ConfigError(
+                f"got weights of shape {tuple(w.shape)}; expected {len(names)} finite weights >= 0 per row.",
+                field="expert_weights",
+                value=w.tolist(),
+                fix=f"Give one weight per LoRA expert {names}.",
+            )
+        device = self.base_model.get_input_embeddings().weight.device
+        return RoutingContext(
+            lora=w.to(device),
+            routers=w.new_zeros(w.shape[0], 0).to(device),
+            router_ids=torch.zeros(0, dtype=torch.long, device=device),
+            active_experts=torch.nonzero((w > 0).any(0)).flatten().to(device),
+        )
+
+    def vertex_experts(self) -> list[int]:
+        """For each objective i, the index of the first LoRA expert whose anchor is the vertex e_i."""
+        found = []
+        for i, objective in enumerate(self.objectives):
+            hits = [k for k, e in enumerate(self.experts) if e.anchor[i] >= 1 - 1e-9]
+            if not hits:
+                raise ConfigError(
+                    f"no LoRA expert has the anchor {objective}=1.",
+                    field="experts",
+                    value=[e.name for e in self.experts],
+                    fix="Include one single-objective expert per objective.",
+                )
+            found.append(hits[0])
+        return found
+
+    def soup_weights(self, preference: PreferenceLike) -> torch.Tensor:
+        """w⁽²⁾ of the linear soup Σ_i λ_i B_i A_i of the single-objective experts at λ (Rewarded Soups): (E,)."""
+        lam = to_simplex(preference, self.objectives)
+        w = torch.zeros(len(self.experts), dtype=torch.float32)
+        for i, k in enumerate(self.vertex_experts()):
+            w[k] += float(lam[i])
+        return w
+
     # ----- calls ----------------------------------------------------------------------------------------------
-    def forward(self, *args, preference: PreferenceLike | Sequence[PreferenceLike] | None = None, **kwargs):
+    def _context(self, preference, expert_weights, args: tuple, kwargs: dict) -> RoutingContext:
+        if expert_weights is not None:
+            if preference is not None:
+                raise ConfigError(
+                    "conflicts with expert_weights.",
+                    field="preference",
+                    fix="Pass a preference or explicit expert weights, not both.",
+                )
+            return self.mixture_context(expert_weights)
+        return self.routing_context(preference, _batch_size(args, kwargs))
+
+    def forward(
+        self,
+        *args,
+        preference: PreferenceLike | Sequence[PreferenceLike] | None = None,
+        expert_weights: torch.Tensor | Sequence[float] | dict[str, float] | None = None,
+        **kwargs,
+    ):
         """The base model's forward (same arguments and output, ``.logits`` included) at ``preference``.
 
-        ``preference`` is required; ``None`` raises :class:`~hoe.errors.PreferenceError` listing the objectives.
+        ``preference`` is required unless ``expert_weights`` (see :meth:`mixture_context`) replaces routing;
+        ``None`` raises :class:`~hoe.errors.PreferenceError` listing the objectives.
         """
-        with routing(self.routing_context(preference, _batch_size(args, kwargs))):
+        with routing(self._context(preference, expert_weights, args, kwargs)):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
-    def generate(self, *args, preference: PreferenceLike | Sequence[PreferenceLike] | None = None, **kwargs):
-        """``transformers`` generation (KV cache, sampling, beams...) at ``preference`` (required)."""
-        with routing(self.routing_context(preference, _batch_size(args, kwargs))):
+    def generate(
+        self,
+        *args,
+        preference: PreferenceLike | Sequence[PreferenceLike] | None = None,
+        expert_weights: torch.Tensor | Sequence[float] | dict[str, float] | None = None,
+        **kwargs,
+    ):
+        """``transformers`` generation (KV cache, sampling, beams...) at ``preference`` (or ``expert_weights``)."""
+        with routing(self._context(preference, expert_weights, args, kwargs)):
             return self.base_model.generate(*args, **kwargs)
+
+    def activation_checkpointing(self, enable: bool = True) -> int:
+        """Recompute each transformer block's activations in the backward pass (less memory, one more forward);
+        the routing of each call survives the recomputation (:mod:`hoe.model.checkpointing`). Returns the
+        number of checkpointed blocks."""
+        from hoe.model import checkpointing
+
+        if not enable:
+            checkpointing.disable(self.base_model)
+            return 0
+        return checkpointing.enable(self.base_model)
 
     # ----- router experts -------------------------------------------------------------------------------------
     def add_router(

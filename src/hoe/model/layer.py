@@ -73,7 +73,10 @@ class HoELinear(nn.Module):
         y = self.base_layer(x)
         ctx = current_routing()
         if ctx is None:
-            raise RuntimeError("HoELinear called outside HoEModel.forward/generate: no preference is set.")
+            raise RuntimeError(
+                "HoELinear called outside HoEModel.forward/generate: no preference is set (for activation "
+                "checkpointing, use HoEModel.activation_checkpointing, which keeps the routing)."
+            )
         plan = ctx.memo(("plan", id(self), x.shape[0], x.dtype), lambda: self.plan(ctx, x.shape[0], x.dtype))
         if plan.A.shape[0] == 0:
             return y

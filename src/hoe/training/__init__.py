@@ -1,5 +1,8 @@
-"""Training recipes: single-objective LoRA experts by RLOO policy gradient with a KL penalty."""
+"""Training recipes on one loop (:mod:`hoe.training.loop`): single-objective LoRA experts by RLOO with a KL
+penalty (:mod:`hoe.training.expert`) and router experts by multi-objective PPO with Tchebycheff scalarisation
+and online mirror descent (:mod:`hoe.training.router`)."""
 
 from hoe.training.expert import ExpertConfig, train_expert
+from hoe.training.router import RouterConfig, train_router
 
-__all__ = ["ExpertConfig", "train_expert"]
+__all__ = ["ExpertConfig", "RouterConfig", "train_expert", "train_router"]

@@ -25,8 +25,8 @@ TRAINING_RECORD = "hoe_training.json"
 CURVE_KEYS = ("reward", "score", "kl", "length")
 
 
-def summarise(history: list[dict], window: int = 10) -> dict:
-    """Mean of each curve over the first and the last ``window`` steps."""
+def summarise(history: list[dict], window: int = 10, keys: tuple[str, ...] = CURVE_KEYS) -> dict:
+    """Mean of each curve (``keys``) over the first and the last ``window`` steps."""
 
     def mean(rows: list[dict], key: str) -> float | None:
         return round(sum(r[key] for r in rows) / len(rows), 6) if rows else None
@@ -35,7 +35,7 @@ def summarise(history: list[dict], window: int = 10) -> dict:
     return {
         f"{which}{window}_{k}": mean(rows, k)
         for which, rows in (("first", first), ("last", last))
-        for k in CURVE_KEYS
+        for k in keys
     }
 
 
@@ -92,6 +92,7 @@ def card(record: dict) -> str:
         f"{fmt('last10_length')}\n"
         f"- made by: `{record['command']}`\n"
         f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
-        f"The per-step curve is in `{TRAINING_RECORD}`; `checkpoints/` holds the last training checkpoint "
+        f"The per-step curve is in `{TRAINING_RECORD}` (and `log.jsonl`, one line per step); `checkpoints/` holds "
+        "the last training checkpoint "
         "(for `--resume` with more `--steps`; safe to delete).\n"
     )

@@ -10,27 +10,25 @@ where π_base is the same model with the LoRA adapter disabled. The RLOO advanta
 ``L = -(1/BK) Σ_i A_i Σ_t log π_θ(y_it)``, minimised with AdamW on the LoRA parameters only.
 
 Randomness is derived from ``(seed, step)`` (prompt order per epoch, sampling per step), so resuming from
-a checkpoint reproduces an uninterrupted run bit for bit. The result is a standard PEFT adapter folder
+a checkpoint reproduces an uninterrupted run bit for bit. The loop, checkpoints, resume, logging and output
+folder are those every recipe shares (:mod:`hoe.training.loop`); this module is the recipe. The result is a standard PEFT adapter folder
 (``lora_alpha = r``, scaling 1) with a card, usable as a "fine-tuned checkpoint" by ``hoe extract``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import sys
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hoe.devices import resolve_device
-from hoe.errors import CheckpointError, ConfigError, flag
+from hoe.errors import ConfigError
 from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective, ObjectiveContext, build_objective
-from hoe.training import rl
-from hoe.training.checkpoint import load_checkpoint, save_checkpoint
+from hoe.training import loop, rl
+from hoe.training.loop import derived_seed
 from hoe.training.rollout import Rollout, response_logprobs, sample
 from hoe.training.run_folder import RunFolder
 from hoe.validation import at_least, non_empty, not_both, one_of, positive, validate
@@ -93,7 +91,7 @@ _CHECKS = [
 
 @dataclass
 class Run:
-    """The live state of a training run."""
+    """The live state of a training run: a :class:`hoe.training.loop.Recipe`."""
 
     config: ExpertConfig
     folder: RunFolder
@@ -108,6 +106,36 @@ class Run:
     @property
     def trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def train_step(self, step: int) -> dict:
+        return train_step(self, step)  # the module function, looked up at call time
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def postfix(self, metrics: dict) -> dict[str, str]:
+        return {
+            "score": f"{metrics['score']:.3f}",
+            "kl": f"{metrics['kl']:.3f}",
+            "len": f"{metrics['length']:.0f}",
+        }
+
+    def summary(self) -> str:
+        from hoe.training.card import summarise
+
+        last = summarise(self.history)
+        return (
+            f"last 10 steps: score {last['last10_score']:.3f}, kl {last['last10_kl']:.3f}, "
+            f"length {last['last10_length']:.1f}"
+        )
+
+    def write_artifact(self) -> None:
+        from hoe.training.card import write_expert
+
+        write_expert(self)
 
 
 # ---------------------------------------------------------------- setup
@@ -181,56 +209,15 @@ def check_targets(model, targets: list[str] | None) -> list[str] | None:
 
 def restore(run: Run, folder: Path) -> None:
     """Load LoRA weights, optimizer state and history from a checkpoint made with a compatible config."""
-    tensors, optimizer_state, state = load_checkpoint(folder)
-    check_compatible(state.get("config", {}), asdict(run.config), folder)
-    trainable = run.trainable
-    if set(tensors) != set(trainable):
-        raise CheckpointError(
-            f"{str(folder)!r} holds other LoRA parameters than this run creates.",
-            field="resume",
-            fix="Resume with the options it was made with, or start again (allow overwriting).",
-        )
-    with torch.no_grad():
-        for name, p in trainable.items():
-            p.copy_(tensors[name])
-    run.optimizer.load_state_dict(optimizer_state)
-    run.start, run.history = int(state["step"]), list(state.get("history", []))
-
-
-def check_compatible(saved: dict, current: dict, folder: Path) -> None:
-    diffs = [k for k in current if k not in RESUMABLE and k in saved and saved[k] != current[k]]
-    if diffs:
-        detail = "; ".join(f"{flag(k)}: checkpoint {saved[k]!r}, now {current[k]!r}" for k in diffs)
-        raise CheckpointError(
-            f"{str(folder)!r} was made with other options ({detail}).",
-            field="resume",
-            fix="Pass the same values, or start again (allow overwriting).",
-        )
+    loop.restore(run, folder, RESUMABLE)
 
 
 # ---------------------------------------------------------------- one step, as phases
 
 
-def derived_seed(*parts: object) -> int:
-    """A 63-bit seed derived from ``parts`` (e.g. ``(seed, "sample", step)``), stable across runs and platforms."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
-    return int(digest[:16], 16) & (2**63 - 1)
-
-
-@lru_cache(maxsize=4)
-def _epoch_order(seed: int, epoch: int, n: int) -> list[int]:
-    g = torch.Generator().manual_seed(derived_seed(seed, "order", epoch))
-    return torch.randperm(n, generator=g).tolist()
-
-
 def step_prompts(prompts: list[str], config: ExpertConfig, step: int) -> list[str]:
     """Prompts of ``step``: a fresh seeded permutation of the prompt set per epoch, read in order."""
-    first = step * config.batch_prompts
-    picked = []
-    for pos in range(first, first + config.batch_prompts):
-        epoch, i = divmod(pos, len(prompts))
-        picked.append(prompts[_epoch_order(config.seed, epoch, len(prompts))[i]])
-    return picked
+    return loop.step_prompts(prompts, config.seed, config.batch_prompts, step)
 
 
 def rollout(run: Run, step: int) -> Rollout:
@@ -308,40 +295,7 @@ def train_step(run: Run, step: int) -> dict[str, float]:
 
 def train_expert(config: ExpertConfig, progress: bool = True) -> Path:
     """Train the expert described by ``config``; return the adapter folder (``config.out``)."""
-    from tqdm.auto import tqdm
-
-    from hoe.training.card import summarise, write_expert
-
-    run = setup(config)
-    bar = tqdm(range(run.start, config.steps), initial=run.start, total=config.steps, disable=not progress)
-    try:
-        for step in bar:
-            metrics = train_step(run, step)
-            run.history.append(metrics)
-            bar.set_postfix(
-                score=f"{metrics['score']:.3f}", kl=f"{metrics['kl']:.3f}", len=f"{metrics['length']:.0f}"
-            )
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-                folder = checkpoint(run, step + 1)
-                if not progress:  # a log line per checkpoint for runs in the background
-                    last = summarise(run.history)
-                    print(
-                        f"step {step + 1}/{config.steps}, last 10 steps: score {last['last10_score']:.3f}, "
-                        f"kl {last['last10_kl']:.3f}, length {last['last10_length']:.1f}; saved {folder}",
-                        file=sys.stderr,
-                    )
-        write_expert(run)
-    except BaseException as e:
-        run.folder.stopped(e, len(run.history))
-        raise
-    return run.folder.publish()
+    return loop.train(setup(config), progress)
 
 
-def checkpoint(run: Run, step: int) -> Path:
-    state = {
-        "config": asdict(run.config),
-        "history": run.history,
-        "rng": "none saved: sampling and prompt order are derived from (seed, step)",
-    }
-    tensors = {n: p.detach() for n, p in run.trainable.items()}
-    return save_checkpoint(run.folder.checkpoints, step, tensors, run.optimizer, state)
+__all__ = ["ExpertConfig", "Run", "derived_seed", "setup", "step_prompts", "train_expert", "train_step"]

@@ -1,8 +1,11 @@
 """Sampling responses from a causal LM and scoring their tokens (the rollout phase of RL).
 
 Prompts are rendered with the tokenizer's chat template (one user turn plus the generation prompt); a
-tokenizer without a template gets ``prompt + "\\n"``. Each prompt is sampled ``K`` times with pure
-temperature sampling (no top-k / top-p), seeded, from the left-padded batch.
+tokenizer without a template gets ``prompt + "\\n"``. Sampling is pure temperature sampling (no top-k /
+top-p) from the left-padded batch: :func:`sample` draws ``K`` responses per prompt from torch's generator
+seeded once (the expert recipe); :func:`sample_rows` gives every row its own seed
+(:class:`~hoe.model.sampling.RowSeededSampler`), so a row's response does not depend on the other rows of its
+batch, nor on which process generates it (the router recipe).
 """
 
 from __future__ import annotations
@@ -39,6 +42,18 @@ class Rollout:
             self.response_mask[start:stop],
             self.prompts[start:stop],
             self.responses[start:stop],
+        )
+
+    def select(self, index: torch.Tensor) -> Rollout:
+        """The rows ``index`` (a 1-D long tensor), in that order."""
+        i = index.tolist()
+        return Rollout(
+            self.prompt_ids[index],
+            self.prompt_mask[index],
+            self.response_ids[index],
+            self.response_mask[index],
+            [self.prompts[k] for k in i],
+            [self.responses[k] for k in i],
         )
 
 
@@ -79,6 +94,39 @@ def sample(
         tokenizer.decode(g[: int(m.sum())], skip_special_tokens=True).strip() for g, m in zip(generated, mask)
     ]
     return Rollout(enc["input_ids"], enc["attention_mask"], generated, mask, rows, texts)
+
+
+@torch.no_grad()
+def sample_rows(
+    model, tokenizer, prompts: list[str], seeds: list[int], max_new_tokens: int, temperature: float, **route
+) -> Rollout:
+    """One response per prompt, row ``i`` sampled with its own seed ``seeds[i]`` at ``temperature`` > 0.
+
+    ``route``: how an :class:`~hoe.model.hoe_model.HoEModel` mixes its experts for the call (``preference=`` or
+    ``expert_weights=``). The model's own generation defaults (top-k, repetition penalty...) are not used, so
+    the tokens follow exactly ``softmax(logits / temperature)``, the distribution whose log-probabilities
+    :func:`response_logprobs` computes.
+    """
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from hoe.model.sampling import RowSeededSampler
+
+    lm = getattr(model, "base_model", model)  # an HoEModel's generation config is its base model's
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    texts = prompts if chat else [p + "\n" for p in prompts]
+    enc = encode_prompts(tokenizer, texts, chat).to(module_device(model))
+    eos = eos_ids(lm, tokenizer)
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
+    )
+    sampler = LogitsProcessorList([RowSeededSampler(seeds, temperature)])
+    out = model.generate(**enc, generation_config=config, logits_processor=sampler, **route)  # (n, P + T)
+    generated = out[:, enc["input_ids"].shape[1] :]  # (n, T)
+    mask = response_mask(generated, eos)
+    texts = [
+        tokenizer.decode(g[: int(m.sum())], skip_special_tokens=True).strip() for g, m in zip(generated, mask)
+    ]
+    return Rollout(enc["input_ids"], enc["attention_mask"], generated, mask, list(prompts), texts)
 
 
 def response_logprobs(model, rollout: Rollout, temperature: float) -> torch.Tensor:

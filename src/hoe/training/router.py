@@ -1,0 +1,288 @@
+"""``hoe train-router``: a router expert bound to an anchor λ, trained by multi-objective PPO (METHOD.md §2(b)).
+
+The input bundle gets one new router (W = 0, b = 1: a uniform mixture of the LoRA experts nearest to λ) and
+its policy is the bundle at λ, where preference routing gives the new router all the weight. Only that router
+and one value head per objective train; the base model, every LoRA expert and every other router stay frozen.
+Each step (:mod:`hoe.training.mo_ppo`) samples the global batch, scores it with every objective, rewards each
+objective with its score at the last token minus an adaptive per-token KL penalty to a reference (the linear
+soup Σ_i λ_i B_i A_i of the single-objective experts, as the authors do, or HoE without routers at λ), and
+ascends PPO on ``Σ_i w_i A_i`` with ``w`` from the scalarisation: Tchebycheff by online mirror descent
+(default) or linear. Before step 1 the target point z* is measured from data (:mod:`hoe.training.calibration`).
+
+The output is a new bundle: the input bundle plus the trained router, with its fingerprint of the experts it
+mixes, a card and ``hoe_router_training.json``. The input bundle is never modified. The same command runs on
+one process or many (``torchrun``, ``accelerate launch``; :mod:`hoe.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hoe.errors import HoEError, bad_value
+from hoe.experts.extract import DTYPES
+from hoe.objectives import Objective
+from hoe.scalarisation import SCALARISATIONS, Scalarisation, build_scalarisation
+from hoe.training import loop
+from hoe.training.distributed import Dist
+from hoe.training.run_folder import RunFolder
+from hoe.training.trajectory import ValueHeads
+from hoe.validation import at_least, non_empty, not_both, one_of, positive, validate
+
+REFERENCES = ("soup", "hoe-lora")
+RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device"}
+"""Config fields that may differ between a run and its resumption (they change no result beyond float noise)."""
+
+Preference = str | dict[str, float] | list[float]
+
+
+@dataclass
+class RouterConfig:
+    """Everything ``train_router`` needs; field names are the CLI flags (``batch_size`` -> ``--batch-size``).
+
+    Defaults follow the authors' router-expert PPO (METHOD.md §7) except the batch, sized for a CPU.
+    """
+
+    model: str  # the input bundle
+    anchor: Preference  # the router's preference λ, e.g. "relevance=0.5,positivity=0.5,brevity=0"
+    out: str  # the new bundle
+    objective: list[str] | None = None  # specs named like the bundle's objectives (default: their names)
+    prompts: str = "smol"
+    split: str = "train"
+    name: str | None = None  # of the new router (default router-<anchor>)
+    steps: int = 100
+    batch_size: int = 16  # global prompts per step, one response each
+    seed: int = 0
+    scalarisation: str = "tchebycheff"
+    target_point: Preference | None = None  # z*; default from data
+    target_margin: float = 0.1  # z*_i = best expert mean + margin · std of objective i
+    calibration_prompts: int = 16
+    reference: str = "soup"
+    lr: float = 1e-5
+    value_lr: float | None = None  # default: lr
+    ppo_epochs: int = 4
+    minibatches: int = 4  # optimizer steps per PPO epoch
+    micro_batch: int = 8  # rows per forward pass
+    clip_range: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    init_kl_coef: float = 0.4
+    adaptive_kl: bool = True
+    kl_target: float = 1.0
+    kl_horizon: int = 8000
+    omd_horizon: int = 2000
+    omd_step_size: float = 3.0
+    max_grad_norm: float = 0.5
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 25
+    resume: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+    dtype: str = "float32"  # the bundle is loaded, trained and saved in it
+
+    def __post_init__(self) -> None:
+        validate(self, _CHECKS)
+
+
+def _in_unit(name: str) -> Any:
+    def check(c: object) -> HoEError | None:
+        v = getattr(c, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+        return None if ok else bad_value(name, v, "Pass a number in [0, 1].")
+
+    return check
+
+
+def _at_most_batch(name: str, what: str) -> Any:
+    def check(c: Any) -> HoEError | None:
+        v, b = getattr(c, name), c.batch_size
+        if isinstance(v, int) and isinstance(b, int) and v < b:
+            return bad_value(name, v, f"Pass at least the batch size ({b}) {what}.")
+        return None
+
+    return check
+
+
+def _value_lr(c: Any) -> HoEError | None:
+    v = c.value_lr
+    if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")):
+        return None
+    return bad_value("value_lr", v, "Pass a positive learning rate, or none for the router's.")
+
+
+def _minibatches_fit(c: Any) -> HoEError | None:
+    if isinstance(c.minibatches, int) and isinstance(c.batch_size, int) and c.minibatches > c.batch_size:
+        return bad_value("minibatches", c.minibatches, f"Pass at most the batch size ({c.batch_size}).")
+    return None
+
+
+_CHECKS = [
+    non_empty("model", "the bundle to add a router to"),
+    non_empty("out", "the folder for the new bundle"),
+    non_empty("anchor", "the router's preference, e.g. a=0.5,b=0.5"),
+    *(
+        positive(name, what)
+        for name, what in [
+            ("steps", "number of PPO steps"),
+            ("batch_size", "number of prompts per step"),
+            ("calibration_prompts", "number of prompts to measure the experts on"),
+            ("lr", "learning rate, e.g. 1e-5"),
+            ("ppo_epochs", "number of PPO epochs per step, e.g. 4"),
+            ("minibatches", "number of optimizer steps per epoch"),
+            ("micro_batch", "number of rows per forward pass"),
+            ("clip_range", "PPO clip range, e.g. 0.2"),
+            ("value_clip", "value clip range, e.g. 0.2"),
+            ("kl_target", "target KL per response, e.g. 1"),
+            ("kl_horizon", "KL controller horizon, e.g. 8000"),
+            ("omd_step_size", "OMD step size, e.g. 3"),
+            ("max_grad_norm", "gradient-norm clip, e.g. 0.5"),
+            ("max_new_tokens", "response length budget, e.g. 48"),
+            ("temperature", "sampling temperature, e.g. 0.7"),
+            ("checkpoint_every", "number of steps between checkpoints"),
+        ]
+    ),
+    *(at_least(n, 0, w) for n, w in [("vf_coef", "a value-loss weight"), ("init_kl_coef", "a KL weight")]),
+    at_least("target_margin", 0, "a margin (in standard deviations)"),
+    _in_unit("gamma"),
+    _in_unit("gae_lambda"),
+    _value_lr,
+    _minibatches_fit,
+    _at_most_batch("omd_horizon", "(the OMD rate is batch size / horizon, at most 1)"),
+    one_of("scalarisation", list(SCALARISATIONS)),
+    one_of("reference", list(REFERENCES)),
+    one_of("dtype", list(DTYPES)),
+    not_both("resume", "overwrite"),
+]
+
+
+@dataclass
+class RouterRun:
+    """The live state of a router training run: a :class:`hoe.training.loop.Recipe`."""
+
+    config: RouterConfig
+    folder: RunFolder
+    dist: Dist
+    model: Any  # an HoEModel
+    tokenizer: Any
+    objectives: list[Objective]  # in the bundle's objective order
+    prompts: list[str]
+    router: int  # index of the new router
+    anchor: torch.Tensor  # (m,) float64, λ
+    value_heads: ValueHeads
+    optimizer: torch.optim.Optimizer
+    reference: dict  # how the KL reference routes: {"expert_weights": (E,)}
+    z_star: torch.Tensor | None = None  # (m,)
+    w: torch.Tensor | None = None  # (m,) the scalarisation's weights for the next step
+    kl_coef: float = 0.0
+    calibration: dict = field(default_factory=dict)
+    start: int = 0
+    history: list[dict] = field(default_factory=list)
+    scalarisation: Scalarisation | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.model.objectives)
+
+    @property
+    def router_name(self) -> str:
+        return self.model.routers[self.router].name
+
+    @property
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """The new router's slice of every layer's stacked router tensors, and the value heads."""
+        out: dict[str, torch.Tensor] = {}
+        for module, layer in self.model.layers.items():
+            out[f"router.{module}.weight"] = layer.router_weight[self.router]
+            out[f"router.{module}.bias"] = layer.router_bias[self.router]
+        out.update({f"value_heads.{n}": p for n, p in self.value_heads.named_parameters()})
+        return out
+
+    def train_step(self, step: int) -> dict:
+        from hoe.training.mo_ppo import train_step
+
+        return train_step(self, step)
+
+    def state(self) -> dict:
+        return {
+            "router": self.router_name,
+            "w": self.w.tolist(),
+            "kl_coef": self.kl_coef,
+            "z_star": None if self.z_star is None else self.z_star.tolist(),
+            "calibration": self.calibration,
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.w = torch.tensor(state["w"], dtype=torch.float64)
+        self.kl_coef = float(state["kl_coef"])
+        self.z_star = (
+            None if state.get("z_star") is None else torch.tensor(state["z_star"], dtype=torch.float64)
+        )
+        self.calibration = dict(state.get("calibration", {}))
+
+    def postfix(self, metrics: dict) -> dict[str, str]:
+        return {
+            "u": f"{metrics['utility']:.3f}",
+            "kl": f"{metrics['kl']:.2f}",
+            "len": f"{metrics['length']:.0f}",
+        }
+
+    def summary(self) -> str:
+        last = self.history[-10:]
+
+        def mean(key: str) -> float:
+            return sum(h[key] for h in last) / len(last)
+
+        scores = ", ".join(f"{n} {mean('score_' + n):.3f}" for n in self.names)
+        return (
+            f"last 10 steps: utility {mean('utility'):.3f}, kl {mean('kl'):.3f}, scores {scores}, "
+            f"{mean('seconds'):.1f} s/step"
+        )
+
+    def write_artifact(self) -> None:
+        from hoe.training.router_card import write_router_bundle
+
+        write_router_bundle(self)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def scalarisation_options(config: RouterConfig, z_star: torch.Tensor | None) -> dict:
+    """The options of ``config.scalarisation`` that its factory accepts (Tchebycheff: z*, α = B / H, η)."""
+    offered = {
+        "z_star": z_star,
+        "alpha": config.batch_size / config.omd_horizon,
+        "step_size": config.omd_step_size,
+    }
+    accepted = inspect.signature(SCALARISATIONS.lookup(config.scalarisation)).parameters
+    return {k: v for k, v in offered.items() if k in accepted}
+
+
+def needs_target(config: RouterConfig) -> bool:
+    return "z_star" in inspect.signature(SCALARISATIONS.lookup(config.scalarisation)).parameters
+
+
+def train_router(config: RouterConfig, progress: bool = True) -> Path:
+    """Train the router expert described by ``config``; return the new bundle (``config.out``)."""
+    from hoe.training.router_setup import setup
+
+    run = setup(config)
+    try:
+        return loop.train(run, progress, run.dist)
+    finally:
+        run.dist.close()
+
+
+def make_scalarisation(config: RouterConfig, lam: torch.Tensor, z_star: torch.Tensor | None) -> Scalarisation:
+    return build_scalarisation(config.scalarisation, lam, **scalarisation_options(config, z_star))
+
+
+__all__ = ["RouterConfig", "RouterRun", "train_router"]

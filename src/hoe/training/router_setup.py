@@ -1,0 +1,274 @@
+"""Setting up a router training run: check, load, add the router, measure z*, or resume.
+
+Everything that can be checked before the model loads is (the options, the bundle's manifest, the output
+folder, the prompts); then the bundle loads on every process, the new router is added, and either the run is
+restored from its last checkpoint or z* and the value heads are calibrated (:mod:`hoe.training.calibration`).
+Only rank 0 claims the partial folder, after every rank has checked it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hoe.errors import ConfigError, HoEError, PreferenceError, bad_value, raise_all
+from hoe.experts.extract import DTYPES
+from hoe.model.preference_routing import PreferenceRouting
+from hoe.training import loop
+from hoe.training.calibration import calibrate
+from hoe.training.distributed import Dist
+from hoe.training.router import (
+    RESUMABLE,
+    Preference,
+    RouterConfig,
+    RouterRun,
+    make_scalarisation,
+    needs_target,
+)
+from hoe.training.run_folder import RunFolder
+from hoe.training.trajectory import ValueHeads
+
+
+def soup_reference(model, lam: torch.Tensor) -> torch.Tensor:
+    """The linear soup Σ_i λ_i B_i A_i of the single-objective experts (the authors' Rewarded-Soups model)."""
+    return model.soup_weights(lam)
+
+
+def lora_hoe_reference(model, lam: torch.Tensor) -> torch.Tensor:
+    """HoE without routers at λ: preference routing over the LoRA experts' anchors only."""
+    anchors = np.array([e.anchor for e in model.experts], dtype=np.float64)
+    return torch.from_numpy(PreferenceRouting(anchors).weights(lam)).float()
+
+
+REFERENCE_WEIGHTS = {"soup": soup_reference, "hoe-lora": lora_hoe_reference}
+"""``--reference`` -> the KL reference's LoRA-expert weights w⁽²⁾ at λ, (E,)."""
+
+
+def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list[str]]:
+    """What needs the bundle's manifest (cheap: no weights): the anchor, the objectives' names, the router's
+    name and place, the reference's experts. Every problem at once. Returns (manifest, λ, objective specs)."""
+    from hoe.model.bundle import read_manifest
+    from hoe.objectives.base import split_name
+    from hoe.preference import to_simplex
+
+    manifest = read_manifest(config.model)
+    names = manifest["objectives"]
+    errors: list[HoEError | None] = []
+    lam = None
+    try:
+        lam = to_simplex(config.anchor, names, "anchor")
+    except PreferenceError as e:
+        errors.append(e)
+    specs = list(config.objective or names)
+    given = [split_name(s)[0] or split_name(s)[1].partition(":")[0] for s in specs]  # NAME= or the kind
+    if sorted(given) != sorted(names):
+        errors.append(
+            ConfigError(
+                f"names the objectives {given}, but the bundle's are {names}.",
+                field="objective",
+                value=specs,
+                fix="Give one objective per bundle objective, named like it (NAME=KIND[:ARG]).",
+            )
+        )
+    if lam is not None:
+        errors.append(_router_place_error(config, manifest, lam))
+        errors.append(_target_error(config, names))
+    errors.extend(_vertex_errors(config, manifest))
+    raise_all(errors)
+    assert lam is not None
+    by_name = dict(zip(given, specs))
+    return manifest, lam, [by_name[n] for n in names]  # in the bundle's order
+
+
+def router_name(config: RouterConfig, lam: torch.Tensor) -> str:
+    return config.name or "router-" + "-".join(f"{a:.2f}" for a in lam.tolist())
+
+
+def _router_place_error(config: RouterConfig, manifest: dict, lam: torch.Tensor) -> HoEError | None:
+    routers = manifest.get("routers", [])
+    name = router_name(config, lam)
+    if any(r["name"] == name for r in routers):
+        return ConfigError(
+            f"the bundle has a router named {name!r} already.",
+            field="name",
+            value=name,
+            fix="Give the new router another name.",
+        )
+    for r in routers:
+        other = np.array([r["anchor"].get(o, 0.0) for o in manifest["objectives"]], dtype=np.float64)
+        if np.abs(other / other.sum() - lam.numpy()).max() < 1e-9:
+            return ConfigError(
+                f"the bundle's router {r['name']!r} sits at this anchor already (it would keep all the weight).",
+                field="anchor",
+                value=config.anchor,
+                fix="Train on a bundle without it, or pick another anchor.",
+            )
+    return None
+
+
+def _target_error(config: RouterConfig, names: list[str]) -> HoEError | None:
+    try:
+        parse_target(config.target_point, names)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def parse_target(target: Preference | None, names: list[str]) -> torch.Tensor | None:
+    """z* as (m,) float64 from ``"a=0.7,b=2.2"``, ``"0.7,2.2"``, a mapping or a list; any finite values."""
+    from hoe.preference import parse_preference_text
+
+    if target is None:
+        return None
+    values = parse_preference_text(target, "target_point") if isinstance(target, str) else target
+    if isinstance(values, dict):
+        missing = [n for n in names if n not in values]
+        unknown = [k for k in values if k not in names]
+        if missing or unknown:
+            raise bad_value(
+                "target_point",
+                target,
+                f"Give one target per objective {names} (missing {missing}, unknown {unknown}).",
+            )
+        values = [values[n] for n in names]
+    t = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+    if t.shape != (len(names),) or not torch.isfinite(t).all():
+        raise bad_value("target_point", target, f"Give one finite target per objective {names}.")
+    return t
+
+
+def _vertex_errors(config: RouterConfig, manifest: dict) -> list[HoEError]:
+    """The soup reference and the measured z* both need one single-objective expert per objective."""
+    objectives = manifest["objectives"]
+    missing = [o for o in objectives if not any(_is_vertex(e["anchor"], o) for e in manifest["experts"])]
+    if not missing:
+        return []
+    errors: list[HoEError] = []
+    if config.reference == "soup":
+        errors.append(
+            ConfigError(
+                f"the soup reference needs a single-objective expert per objective; none for {missing}.",
+                field="reference",
+                value="soup",
+                fix="Pass hoe-lora (HoE without routers at the anchor) as the reference.",
+            )
+        )
+    if config.target_point is None and needs_target(config):
+        errors.append(
+            ConfigError(
+                f"z* is measured on the single-objective experts, and the bundle has none for {missing}.",
+                field="target_point",
+                fix="Pass a target reward per objective.",
+            )
+        )
+    return errors
+
+
+def _is_vertex(anchor: dict[str, float], objective: str) -> bool:
+    total = sum(anchor.values())
+    return total > 0 and anchor.get(objective, 0.0) / total >= 1 - 1e-9
+
+
+def setup(config: RouterConfig) -> RouterRun:
+    """A run ready for its first (or next) step; see the module docstring for the order of things."""
+    from hoe.data.prompts import load_prompts
+
+    manifest, lam, specs = check_against_bundle(config)
+    target = parse_target(config.target_point, manifest["objectives"])
+    _check_out_is_new(config)
+    folder = RunFolder.open(config.out, config.resume, config.overwrite)
+    prompts = [p.text for p in load_prompts(config.prompts, config.split)]
+    dist = Dist.from_env(config.device)
+    try:
+        if config.batch_size < dist.world:
+            raise bad_value(
+                "batch_size",
+                config.batch_size,
+                f"Pass at least one prompt per process ({dist.world} processes).",
+            )
+        run = _build(config, folder, dist, lam, specs, prompts)
+        if folder.resume_from is not None:
+            loop.restore(run, folder.resume_from, RESUMABLE)
+        else:
+            _fresh_start(run, target)
+        run.scalarisation = make_scalarisation(config, lam, run.z_star)
+        dist.barrier()  # every rank has checked the partial folder before rank 0 claims it
+        if dist.is_main:
+            folder.start()
+        dist.barrier()
+    except BaseException:
+        dist.close()
+        raise
+    return run
+
+
+def _check_out_is_new(config: RouterConfig) -> None:
+    if Path(config.out).expanduser().resolve() == Path(config.model).expanduser().resolve():
+        raise ConfigError(
+            "is the input bundle, which is never modified.",
+            field="out",
+            value=config.out,
+            fix="Pass a new folder for the bundle with the router.",
+        )
+
+
+def _build(
+    config: RouterConfig,
+    folder: RunFolder,
+    dist: Dist,
+    lam: torch.Tensor,
+    specs: list[str],
+    prompts: list[str],
+) -> RouterRun:
+    from hoe.model.generation import load_tokenizer
+    from hoe.model.hoe_model import HoEModel
+
+    model = HoEModel.from_pretrained(config.model, dtype=DTYPES[config.dtype], device=dist.device)
+    tokenizer = load_tokenizer(model.base_ref)
+    objectives = _objectives(config, specs, model.objectives, tokenizer, dist)
+    model.add_router(router_name(config, lam), lam)
+    model.eval()  # no dropout: the policy that samples is the one that is scored and trained
+    if config.gradient_checkpointing:
+        model.activation_checkpointing(True)
+    hidden = model.base_model.get_output_embeddings().weight.shape[1]
+    heads = ValueHeads(hidden, len(objectives)).to(dist.device)
+    optimizer = torch.optim.Adam(
+        [
+            {"params": model.router_parameters(), "lr": config.lr},
+            {"params": list(heads.parameters()), "lr": config.value_lr or config.lr},
+        ]
+    )
+    reference = {"expert_weights": REFERENCE_WEIGHTS[config.reference](model, lam)}
+    return RouterRun(
+        config, folder, dist, model, tokenizer, objectives, prompts, len(model.routers) - 1, lam, heads,
+        optimizer, reference, kl_coef=config.init_kl_coef,
+    )  # fmt: skip
+
+
+def _objectives(config: RouterConfig, specs: list[str], names: list[str], tokenizer, dist: Dist) -> list:
+    """The objectives, in the bundle's order; their names must be the bundle's objectives."""
+    from hoe.objectives import ObjectiveContext, build_objectives
+
+    context = ObjectiveContext(
+        tokenizer=tokenizer, max_new_tokens=config.max_new_tokens, device=str(dist.device)
+    )
+    objectives = build_objectives(specs, context)
+    if [o.name for o in objectives] != names:
+        raise ConfigError(
+            f"the objectives are named {[o.name for o in objectives]}, the bundle's {names}.",
+            field="objective",
+            value=specs,
+            fix="Name each one like a bundle objective (NAME=KIND[:ARG]).",
+        )
+    return objectives
+
+
+def _fresh_start(run: RouterRun, target: torch.Tensor | None) -> None:
+    """z* (given, or measured), the value heads' bias, the scalarisation's first weights."""
+    cal = calibrate(run, target, needs_target(run.config))
+    run.z_star, run.calibration = cal.z_star, cal.record
+    run.value_heads.init_bias(cal.value_init)
+    run.w = make_scalarisation(run.config, run.anchor, run.z_star).initial_weights()
+    run.kl_coef = run.config.init_kl_coef
