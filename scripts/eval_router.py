@@ -1,0 +1,149 @@
+"""Evidence for a trained router expert (issue 10): at the router's anchor λ, HoE full vs HoE LoRA-only vs the
+linear soup, on the smol `eval` prompts.
+
+For each method, ``--samples`` responses per eval prompt (chat template, T = 0.7, 48 new tokens; sample s of
+prompt i seeded ``s * n + i`` for every method, so differences are paired by prompt and by seed), scored on the
+bundle's objectives. Reported per method: mean ± s.e. over prompts of each reward and of the Tchebycheff
+utility u = min_{λ_i>0} λ_i (r_i - z*_i) with the router's own z* (from its training record), and the
+utility of the mean rewards (what OMD maximises); and the paired difference HoE full − each other method.
+
+* hoe       the bundle at λ: preference routing reaches the router expert (token-level mixing);
+* hoe-lora  the same LoRA experts mixed by preference routing over the LoRA anchors alone (no router);
+* soup      Σ_i λ_i B_i A_i of the single-objective experts (Rewarded Soups over the LoRA experts).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/eval_router.py --model runs/routers/centroid [--samples 4]
+
+Writes ``MODEL/eval_router.json`` and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hoe.data.prompts import load_prompts
+from hoe.model.generation import generate_text, load_tokenizer
+from hoe.model.hoe_model import HoEModel
+from hoe.model.preference_routing import PreferenceRouting
+from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
+from hoe.provenance import command_line, versions
+from hoe.scalarisation.tchebycheff import tchebycheff_utility
+
+
+class FixedMixture(torch.nn.Module):
+    """``model`` generating with fixed LoRA-expert weights instead of a preference."""
+
+    def __init__(self, model: HoEModel, weights: torch.Tensor):
+        super().__init__()
+        self.model, self.weights = model, weights
+
+    def get_input_embeddings(self):
+        return self.model.base_model.get_input_embeddings()
+
+    def generate(self, *args, **kwargs):
+        return self.model.generate(*args, expert_weights=self.weights, **kwargs)
+
+
+def rewards(model, tokenizer, prompts, objectives, preference, samples: int, batch: int) -> torch.Tensor:
+    """(n, m): each prompt's rewards averaged over its seeded samples."""
+    n = len(prompts)
+    total = torch.zeros(n, len(objectives), dtype=torch.float64)
+    for s in range(samples):
+        for start in range(0, n, batch):
+            chunk = prompts[start : start + batch]
+            seeds = [s * n + i for i in range(start, start + len(chunk))]
+            texts = generate_text(model, tokenizer, chunk, preference, True, 48, 0.7, seeds)
+            total[start : start + len(chunk)] += score_matrix(objectives, chunk, texts).double()
+    return total / samples
+
+
+def mean_se(x: torch.Tensor) -> dict[str, float]:
+    return {"mean": round(float(x.mean()), 4), "se": round(float(x.std() / x.numel() ** 0.5), 4)}
+
+
+def lora_only_weights(model: HoEModel, lam: torch.Tensor) -> torch.Tensor:
+    """w over the LoRA experts that preference routing gives λ when the bundle has no routers: (E,)."""
+    routing = PreferenceRouting(np.array([e.anchor for e in model.experts]))
+    return routing.batch_weights(lam[None].double())[0].float()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True, help="a bundle made by hoe train-router")
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=0, help="first N eval prompts (0: all)")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    record = json.loads((args.model / "hoe_router_training.json").read_text())
+    model = HoEModel.from_pretrained(args.model)
+    router = next(r for r in model.routers if r.name == record["router"])
+    lam = torch.tensor(router.anchor, dtype=torch.float64)
+    z_star = torch.tensor([record["z_star"][o] for o in model.objectives], dtype=torch.float64)
+    tokenizer = load_tokenizer(model.base_ref)
+    objectives = build_objectives(model.objectives, ObjectiveContext(tokenizer=tokenizer, max_new_tokens=48))
+    prompts = [p.text for p in load_prompts("smol", "eval")]
+    prompts = prompts[: args.prompts] if args.prompts else prompts
+    methods = {
+        "hoe": (model, lam.tolist()),
+        "hoe-lora": (FixedMixture(model, lora_only_weights(model, lam)), None),
+        "soup": (FixedMixture(model, model.soup_weights(lam.tolist())), None),
+    }
+    matrices, utilities = {}, {}
+    for name, (m, pref) in methods.items():
+        matrices[name] = rewards(m, tokenizer, prompts, objectives, pref, args.samples, args.batch)
+        utilities[name] = tchebycheff_utility(matrices[name], lam, z_star)  # (n,)
+        print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    report = {
+        "router": router.name,
+        "anchor": dict(zip(model.objectives, router.anchor)),
+        "target_point": dict(zip(model.objectives, z_star.tolist())),
+        "eval_prompts": len(prompts),
+        "samples_per_prompt": args.samples,
+        "results": {
+            name: {
+                **{o: mean_se(r[:, j]) for j, o in enumerate(model.objectives)},
+                "utility": mean_se(utilities[name]),
+                "utility_of_means": round(
+                    float(tchebycheff_utility(r.mean(0, keepdim=True), lam, z_star)), 4
+                ),
+            }
+            for name, r in matrices.items()
+        },
+        "hoe_minus": {
+            name: {
+                **{o: mean_se(matrices["hoe"][:, j] - r[:, j]) for j, o in enumerate(model.objectives)},
+                "utility": mean_se(utilities["hoe"] - utilities[name]),
+            }
+            for name, r in matrices.items()
+            if name != "hoe"
+        },
+        "seconds": round(time.perf_counter() - start),
+        "command": command_line(),
+        "versions": versions(),
+    }
+    (args.model / "eval_router.json").write_text(json.dumps(report, indent=2) + "\n")
+    columns = [*model.objectives, "utility"]
+    header = (
+        "| method | " + " | ".join(columns) + " | utility of means |\n|---|" + "---|" * (len(columns) + 1)
+    )
+    print(f"\nrouter {router.name} at {report['anchor']}; z* {report['target_point']}\n\n{header}")
+    for name, res in report["results"].items():
+        cells = [f"{res[c]['mean']:.3f} ± {res[c]['se']:.3f}" for c in columns]
+        print(f"| {name} | " + " | ".join(cells) + f" | {res['utility_of_means']:.4f} |")
+    print("\nHoE full − method, paired by prompt: mean ± s.e. (z)\n")
+    for name, res in report["hoe_minus"].items():
+        cells = [
+            f"{res[c]['mean']:+.3f} ± {res[c]['se']:.3f} ({res[c]['mean'] / max(res[c]['se'], 1e-12):+.1f})"
+            for c in columns
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
