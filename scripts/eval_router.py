@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from hoe.data.prompts import load_prompts
-from hoe.model.generation import generate_text, load_tokenizer
+from hoe.evaluation.paired import mean_se, seeded_rewards
+from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
 from hoe.model.preference_routing import PreferenceRouting
-from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
+from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 from hoe.scalarisation.tchebycheff import tchebycheff_utility
 
@@ -47,23 +48,6 @@ class FixedMixture(torch.nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.model.generate(*args, expert_weights=self.weights, **kwargs)
-
-
-def rewards(model, tokenizer, prompts, objectives, preference, samples: int, batch: int) -> torch.Tensor:
-    """(n, m): each prompt's rewards averaged over its seeded samples."""
-    n = len(prompts)
-    total = torch.zeros(n, len(objectives), dtype=torch.float64)
-    for s in range(samples):
-        for start in range(0, n, batch):
-            chunk = prompts[start : start + batch]
-            seeds = [s * n + i for i in range(start, start + len(chunk))]
-            texts = generate_text(model, tokenizer, chunk, preference, True, 48, 0.7, seeds)
-            total[start : start + len(chunk)] += score_matrix(objectives, chunk, texts).double()
-    return total / samples
-
-
-def mean_se(x: torch.Tensor) -> dict[str, float]:
-    return {"mean": round(float(x.mean()), 4), "se": round(float(x.std() / x.numel() ** 0.5), 4)}
 
 
 def lora_only_weights(model: HoEModel, lam: torch.Tensor) -> torch.Tensor:
@@ -96,7 +80,7 @@ def main() -> None:
     }
     matrices, utilities = {}, {}
     for name, (m, pref) in methods.items():
-        matrices[name] = rewards(m, tokenizer, prompts, objectives, pref, args.samples, args.batch)
+        matrices[name] = seeded_rewards(m, tokenizer, prompts, objectives, pref, args.samples, args.batch)
         utilities[name] = tchebycheff_utility(matrices[name], lam, z_star)  # (n,)
         print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
     report = {

@@ -20,37 +20,16 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from hoe.backbones import SMOLLM2
 from hoe.data.prompts import load_prompts
+from hoe.evaluation.paired import mean_se, seeded_rewards
 from hoe.model.bundle import load_base_model
-from hoe.model.generation import generate_text, load_tokenizer
-from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
+from hoe.model.generation import load_tokenizer
+from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ["relevance", "positivity", "brevity"]
-
-
-def rewards(model, tokenizer, prompts: list[str], objectives, samples: int, batch: int) -> torch.Tensor:
-    """(n, m) reward matrix: each prompt's scores averaged over its ``samples`` seeded responses."""
-    n = len(prompts)
-    total = torch.zeros(n, len(objectives), dtype=torch.float64)
-    for s in range(samples):
-        for start in range(0, n, batch):
-            chunk = prompts[start : start + batch]
-            seeds = [s * n + i for i in range(start, start + len(chunk))]
-            responses = generate_text(
-                model, tokenizer, chunk, None, chat=True, max_new_tokens=48, temperature=0.7, seed=seeds
-            )
-            total[start : start + len(chunk)] += score_matrix(objectives, chunk, responses).double()
-    return total / samples
-
-
-def mean_se(x: torch.Tensor) -> dict[str, float]:
-    """Mean and standard error of the mean of a (n,) sample."""
-    return {"mean": round(float(x.mean()), 4), "se": round(float(x.std() / x.numel() ** 0.5), 4)}
 
 
 def main() -> None:
@@ -72,7 +51,9 @@ def main() -> None:
         ).eval()
     matrices = {}
     for name, load in models.items():
-        matrices[name] = rewards(load(), tokenizer, prompts, objectives, args.samples, args.batch)
+        matrices[name] = seeded_rewards(
+            load(), tokenizer, prompts, objectives, None, args.samples, args.batch
+        )
         print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
     results = {name: {o: mean_se(r[:, j]) for j, o in enumerate(OBJECTIVES)} for name, r in matrices.items()}
     paired = {

@@ -1,0 +1,45 @@
+"""Reward matrices sampled with common random numbers, for paired comparisons of models (BENCH.md §1).
+
+Sample ``s`` of prompt ``i`` (of ``n``) is seeded ``s * n + i`` for every model (:mod:`hoe.model.sampling`), so
+two models draw the same uniforms on the same prompt and their per-prompt difference carries none of the
+sampling noise they share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hoe.model.generation import generate_text
+from hoe.objectives import score_matrix
+
+
+def seeded_rewards(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    objectives,
+    preference=None,
+    samples: int = 4,
+    batch: int = 16,
+    max_new_tokens: int = 48,
+    temperature: float = 0.7,
+) -> torch.Tensor:
+    """(n, m): each prompt's rewards averaged over its ``samples`` seeded responses (chat template)."""
+    n = len(prompts)
+    total = torch.zeros(n, len(objectives), dtype=torch.float64)
+    for s in range(samples):
+        for start in range(0, n, batch):
+            chunk = list(prompts[start : start + batch])
+            seeds = [s * n + i for i in range(start, start + len(chunk))]
+            texts = generate_text(
+                model, tokenizer, chunk, preference, True, max_new_tokens, temperature, seeds
+            )
+            total[start : start + len(chunk)] += score_matrix(objectives, chunk, texts).double()
+    return total / samples
+
+
+def mean_se(x: torch.Tensor) -> dict[str, float]:
+    """Mean and standard error of the mean of a (n,) sample, rounded for reports."""
+    return {"mean": round(float(x.mean()), 4), "se": round(float(x.std() / x.numel() ** 0.5), 4)}
