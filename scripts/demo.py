@@ -6,7 +6,8 @@
    so: their outputs are not aligned to anything);
 3. `hoe extract`  -> LoRA experts by task-SVD;
 4. `hoe merge`    -> multi-objective experts at the three edge midpoints (PCB-merging);
-5. `hoe build`    -> one HoE bundle (6 LoRA experts, preference routing);
+5. `hoe build`    -> one HoE bundle (6 LoRA experts, preference routing, and the committed router experts of
+   experts/smol3/routers/ when they fit these experts);
 6. generate for eval prompts at a few preferences and score each with the three offline objectives.
 
 Everything lands in runs/demo/ (replaced on every run). Prints a table of mean rewards per preference.
@@ -24,10 +25,12 @@ import torch
 from hoe import build, extract, merge
 from hoe.backbones import SMOLLM2
 from hoe.data.prompts import load_prompts
+from hoe.errors import CheckpointError
 from hoe.experts.targets import find_target_modules
 from hoe.model.bundle import load_base_model
 from hoe.model.generation import generate_text, load_tokenizer
 from hoe.model.hoe_model import HoEModel
+from hoe.model.router_folder import ROUTER_MANIFEST
 from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +78,13 @@ def main() -> None:
     for a, b in itertools.combinations(OBJECTIVES, 2):
         experts[f"{a}-{b}"] = merge({a: experts[a], b: experts[b]}, {a: 0.5, b: 0.5}, rank=args.rank,
                                     out=work / "merged" / f"{a}-{b}", method="pcb", overwrite=True, progress=False)
-    bundle = build(SMOLLM2, experts, work / "bundle", overwrite=True)
+    routers = sorted(p.parent for p in (args.experts / "routers").glob(f"*/{ROUTER_MANIFEST}"))
+    try:
+        bundle = build(SMOLLM2, experts, work / "bundle", overwrite=True, trained_routers=routers)
+    except CheckpointError as e:  # another machine's SVD can differ in the last bits from the routers' experts
+        print(f"warning: the committed routers do not fit these experts ({e.problem}); HoE without routers")
+        routers, bundle = [], build(SMOLLM2, experts, work / "bundle", overwrite=True)
+    print(f"router experts: {', '.join(p.name for p in routers) or 'none'}")
     print(f"bundle: {bundle}  ({time.perf_counter() - start:.0f} s so far)")
 
     model = HoEModel.from_pretrained(bundle)

@@ -12,8 +12,12 @@ utility of the mean rewards (what OMD maximises); and the paired difference HoE 
 * soup      Σ_i λ_i B_i A_i of the single-objective experts (Rewarded Soups over the LoRA experts).
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/eval_router.py --model runs/routers/centroid [--samples 4]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/eval_router.py --model runs/demo/bundle \
+        --router-folder experts/smol3/routers/centroid
 
-Writes ``MODEL/eval_router.json`` and prints Markdown tables.
+Writes ``eval_router.json`` into ``--router-folder`` (a router saved by ``hoe save-router``, attached to
+``--model`` here unless it has it), or else into ``--model`` (a bundle made by ``hoe train-router``), and
+prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -23,49 +27,33 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hoe.data.prompts import load_prompts
+from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import mean_se, seeded_rewards
 from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
-from hoe.model.preference_routing import PreferenceRouting
+from hoe.model.router_folder import attach_router
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 from hoe.scalarisation.tchebycheff import tchebycheff_utility
 
 
-class FixedMixture(torch.nn.Module):
-    """``model`` generating with fixed LoRA-expert weights instead of a preference."""
-
-    def __init__(self, model: HoEModel, weights: torch.Tensor):
-        super().__init__()
-        self.model, self.weights = model, weights
-
-    def get_input_embeddings(self):
-        return self.model.base_model.get_input_embeddings()
-
-    def generate(self, *args, **kwargs):
-        return self.model.generate(*args, expert_weights=self.weights, **kwargs)
-
-
-def lora_only_weights(model: HoEModel, lam: torch.Tensor) -> torch.Tensor:
-    """w over the LoRA experts that preference routing gives λ when the bundle has no routers: (E,)."""
-    routing = PreferenceRouting(np.array([e.anchor for e in model.experts]))
-    return routing.batch_weights(lam[None].double())[0].float()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True, help="a bundle made by hoe train-router")
+    ap.add_argument("--model", type=Path, required=True, help="a bundle with the router")
+    ap.add_argument("--router-folder", type=Path, help="the router's folder (hoe save-router)")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--prompts", type=int, default=0, help="first N eval prompts (0: all)")
     args = ap.parse_args()
     start = time.perf_counter()
-    record = json.loads((args.model / "hoe_router_training.json").read_text())
+    where = args.router_folder or args.model
+    record = json.loads((where / "hoe_router_training.json").read_text())
     model = HoEModel.from_pretrained(args.model)
+    if args.router_folder and record["router"] not in {r.name for r in model.routers}:
+        attach_router(model, args.router_folder)  # refused unless these are the experts it was trained with
     router = next(r for r in model.routers if r.name == record["router"])
     lam = torch.tensor(router.anchor, dtype=torch.float64)
     z_star = torch.tensor([record["z_star"][o] for o in model.objectives], dtype=torch.float64)
@@ -111,7 +99,7 @@ def main() -> None:
         "command": command_line(),
         "versions": versions(),
     }
-    (args.model / "eval_router.json").write_text(json.dumps(report, indent=2) + "\n")
+    (where / "eval_router.json").write_text(json.dumps(report, indent=2) + "\n")
     columns = [*model.objectives, "utility"]
     header = (
         "| method | " + " | ".join(columns) + " | utility of means |\n|---|" + "---|" * (len(columns) + 1)

@@ -109,6 +109,7 @@ def test_resume_is_exact(tiny, tmp_path):
     record = json.loads((resumed / "hoe_training.json").read_text())
     assert [h["step"] for h in record["history"]] == [1, 2]
     assert record["history"] == json.loads((straight / "hoe_training.json").read_text())["history"]
+    assert len(record["commands"]) == 2 and "resumed by" in (resumed / "README.md").read_text()
 
 
 def test_expert_is_a_standard_peft_adapter(tiny, tmp_path):

@@ -161,6 +161,9 @@ def test_resume_equals_an_uninterrupted_run(tiny, tmp_path):
     assert [h["step"] for h in rb["history"]] == [1, 2] and untimed(ra["history"]) == untimed(rb["history"])
     assert ra["final_w"] == rb["final_w"] and ra["z_star"] == rb["z_star"]
     assert [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()] == [1, 2]
+    # the card names the command that started the run and the one that resumed it
+    assert len(ra["commands"]) == 1 and len(rb["commands"]) == 2
+    assert "resumed by" in (resumed / "README.md").read_text()
 
 
 def test_the_new_bundle_is_the_input_plus_the_router_and_explains_itself(tiny, tmp_path):

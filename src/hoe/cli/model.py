@@ -13,6 +13,7 @@ from hoe.cli import app
 from hoe.cli.parsing import parse_named
 from hoe.errors import ConfigError
 from hoe.model.build import build as build_bundle
+from hoe.model.router_folder import save_router as save_router_folder
 
 
 def split_anchor(value: str) -> tuple[str, str | None]:
@@ -62,6 +63,11 @@ def build(
     router: list[str] = typer.Option(
         [], help="NAME@PREFERENCE: add an (untrained, uniform) router expert; names must be unique."
     ),
+    router_from: list[Path] = typer.Option(
+        [],
+        help="A trained router folder (hoe save-router) to attach; refused unless the experts are the ones "
+        "it was trained with.",
+    ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new bundle is complete)."),
 ) -> None:
     """Assemble LoRA experts into an HoE bundle (manifest + PEFT adapters + routers)."""
@@ -70,8 +76,19 @@ def build(
         folders[name], pref = split_anchor(value)
         if pref is not None:
             anchors[name] = pref
-    folder = build_bundle(base, folders, out, anchors, parse_routers(router), overwrite)
+    folder = build_bundle(base, folders, out, anchors, parse_routers(router), overwrite, router_from)
     typer.echo(f"bundle: {folder}")
+
+
+@app.command("save-router")
+def save_router(
+    model: Path = typer.Option(..., help="A bundle with the router (e.g. made by hoe train-router)."),
+    name: str = typer.Option(..., help="The router's name in that bundle."),
+    out: Path = typer.Option(..., help="Output router folder (small: float16 router weights + card)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Write one trained router expert to its own folder, to attach with hoe build --router-from."""
+    typer.echo(f"router: {save_router_folder(model, name, out, overwrite)}")
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -13,6 +13,7 @@ from hoe.io.adapters import read_adapter, read_record
 from hoe.io.atomic import check_output_dir
 from hoe.model.bundle import load_base_model, stored_base
 from hoe.model.hoe_model import ExpertSpec, HoEModel
+from hoe.model.router_folder import attach_router, read_router
 from hoe.preference import PreferenceLike, to_simplex
 
 
@@ -23,6 +24,7 @@ def build(
     anchors: Mapping[str, PreferenceLike] | None = None,
     routers: Mapping[str, PreferenceLike] | None = None,
     overwrite: bool = False,
+    trained_routers: Sequence[str | Path] = (),
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Build an HoE bundle from LoRA expert folders (name -> PEFT adapter).
@@ -30,7 +32,9 @@ def build(
     The objectives are the names of the single-objective experts, in the order given: every expert without an
     explicit anchor in ``anchors`` whose record is not a merged one. A merged expert's anchor is taken from
     ``anchors`` or its own record (``hoe merge`` writes it). ``routers`` (name -> anchor) adds untrained router
-    experts (uniform mixtures of their nearest LoRA experts) for later training. A ``base`` that is a local
+    experts (uniform mixtures of their nearest LoRA experts) for later training; ``trained_routers`` attaches
+    router folders written by :func:`~hoe.model.router_folder.save_router`, each refused unless these experts
+    are exactly the ones it was trained with (names, order, fingerprints). A ``base`` that is a local
     folder is stored as an absolute path, so the bundle loads from any directory.
 
     Everything is checked (names, anchors, output folder) before the base model is loaded.
@@ -58,10 +62,14 @@ def build(
             fix="Pass one expert without an anchor per objective.",
         )
     specs = [_spec(name, anchors, records[name], objectives) for name in expert]
+    for folder in trained_routers:
+        read_router(folder)  # a bad folder fails before the base model loads
     router_anchors = {n: _anchor(a, objectives, "router", n) for n, a in (routers or {}).items()}
     weights = [read_adapter(folder, "expert") for folder in expert.values()]
     base_ref = stored_base(base)
     model = HoEModel(load_base_model(base_ref, dtype), objectives, specs, weights, base_ref)
+    for folder in trained_routers:
+        attach_router(model, folder)
     for name, anchor in router_anchors.items():
         model.add_router(name, anchor)
     return model.save_pretrained(out, overwrite)

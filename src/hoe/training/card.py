@@ -67,6 +67,7 @@ def training_record(run: Run) -> dict:
         "steps_done": len(run.history),
         "summary": summarise(run.history),
         "command": command_line(),
+        "commands": run.commands,
         "versions": versions(),
         "history": run.history,
     }
@@ -90,9 +91,15 @@ def card(record: dict) -> str:
         f"- reward (score - β·KL): {fmt('first10_reward')} -> {fmt('last10_reward')}; "
         f"KL: {fmt('first10_kl')} -> {fmt('last10_kl')}; response tokens: {fmt('first10_length')} -> "
         f"{fmt('last10_length')}\n"
-        f"- made by: `{record['command']}`\n"
+        f"- made by: {made_by(record)}\n"
         f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
         f"The per-step curve is in `{TRAINING_RECORD}` (and `log.jsonl`, one line per step); `checkpoints/` holds "
         "the last training checkpoint "
         "(for `--resume` with more `--steps`; safe to delete).\n"
     )
+
+
+def made_by(record: dict) -> str:
+    """```cmd``` or ```cmd```, resumed by ```cmd2``` (records before ``commands`` existed: ``command``)."""
+    first, *resumed = record.get("commands") or [record["command"]]
+    return f"`{first}`" + "".join(f", resumed by `{c}`" for c in resumed)

@@ -27,6 +27,7 @@ from hoe.devices import resolve_device
 from hoe.errors import ConfigError
 from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective, ObjectiveContext, build_objective
+from hoe.provenance import command_line
 from hoe.training import loop, rl
 from hoe.training.loop import derived_seed
 from hoe.training.rollout import Rollout, response_logprobs, sample
@@ -102,6 +103,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     start: int = 0
     history: list[dict] = field(default_factory=list)
+    commands: list[str] = field(default_factory=lambda: [command_line()])
 
     @property
     def trainable(self) -> dict[str, torch.nn.Parameter]:

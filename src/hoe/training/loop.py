@@ -44,6 +44,7 @@ class Recipe(Protocol):
     optimizer: torch.optim.Optimizer
     history: list[dict]
     start: int  # steps already done (resumed)
+    commands: list[str]  # the commands that ran it, oldest first: this one last, earlier ones when resumed
 
     @property
     def trainable(self) -> dict[str, torch.Tensor]:
@@ -150,6 +151,7 @@ def checkpoint(run: Recipe, step: int) -> Path:
     state = {
         "config": asdict(run.config),
         "history": run.history,
+        "commands": run.commands,
         "rng": "none saved: sampling and prompt order are derived from (seed, step)",
         **run.state(),
     }
@@ -174,6 +176,7 @@ def restore(run: Recipe, folder: Path, resumable: set[str]) -> None:
             p.copy_(tensors[name])
     run.optimizer.load_state_dict(optimizer_state)
     run.start, run.history = int(state["step"]), list(state.get("history", []))
+    run.commands = [*state.get("commands", []), *run.commands[-1:]]
     run.load_state(state)
 
 

@@ -26,6 +26,7 @@ import torch
 from hoe.errors import HoEError, bad_value
 from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective
+from hoe.provenance import command_line
 from hoe.scalarisation import SCALARISATIONS, Scalarisation, build_scalarisation
 from hoe.training import loop
 from hoe.training.distributed import Dist
@@ -185,6 +186,7 @@ class RouterRun:
     calibration: dict = field(default_factory=dict)
     start: int = 0
     history: list[dict] = field(default_factory=list)
+    commands: list[str] = field(default_factory=lambda: [command_line()])
     scalarisation: Scalarisation | None = None
 
     @property

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from hoe.model.bundle import write_bundle
 from hoe.provenance import command_line, versions
-from hoe.training.card import summarise
+from hoe.training.card import made_by, summarise
 
 if TYPE_CHECKING:
     from hoe.training.router import RouterRun
@@ -50,6 +50,7 @@ def training_record(run: RouterRun) -> dict:
         "objectives": {n: o.name for n, o in zip(names, run.objectives)},
         "objective_specs": run.config.objective or names,
         "command": command_line(),
+        "commands": run.commands,
         "seed": run.config.seed,
         "steps_done": len(run.history),
         "global_batch": run.config.batch_size,
@@ -101,7 +102,7 @@ def card(record: dict) -> str:
         f"KL: {fmt('first10_kl')} -> {fmt('last10_kl')}\n"
         f"- mean scores, first 10 / last 10 steps: {scores}\n"
         f"- seconds per step (last 10): {fmt('last10_seconds')}\n"
-        f"- made by: `{record['command']}`\n"
+        f"- made by: {made_by(record)}\n"
         f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
         f"The per-step log is in `{ROUTER_RECORD}` and `log.jsonl`; `checkpoints/` holds the last training "
         "checkpoint (to resume with more steps; safe to delete).\n"

@@ -1,0 +1,117 @@
+"""A trained router on its own (``hoe save-router``) and attached to a bundle rebuilt from the same experts
+(``hoe build --router-from``); refused next to other experts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hoe import HoEModel, build, save_router
+from hoe.errors import CheckpointError, ConfigError
+from hoe.model.router_folder import ROUTER_FILE, ROUTER_MANIFEST
+
+from bad_input.helpers import cli
+from conftest import build_model, make_peft_adapter, save_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Two PEFT experts, a bundle with routers "a" and "b" whose weights are random (as if trained), and a
+    second pair of experts under the same names."""
+    root = tmp_path_factory.mktemp("router_folder")
+    base = save_model(build_model("llama"), root / "base")
+    experts = {
+        "helpful": make_peft_adapter(root / "e1", seed=1),
+        "harmless": make_peft_adapter(root / "e2", seed=2),
+    }
+    others = {
+        "helpful": make_peft_adapter(root / "o1", seed=3),
+        "harmless": make_peft_adapter(root / "o2", seed=4),
+    }
+    untrained = build(str(base), experts, root / "untrained", routers={"a": "0.3,0.7", "b": "0.6,0.4"})
+    model = HoEModel.from_pretrained(untrained)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.router_parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    trained = model.save_pretrained(root / "trained")
+    (trained / "hoe_router_training.json").write_text(json.dumps({"router": "b", "steps_done": 3}))
+    return SimpleNamespace(root=root, base=base, experts=experts, others=others, trained=trained)
+
+
+def build_args(tiny, out) -> list:
+    """``hoe build`` of the two experts into ``out``."""
+    experts = [f"{name}={folder}" for name, folder in tiny.experts.items()]
+    return ["build", "--base", tiny.base, "--expert", experts[0], "--expert", experts[1], "--out", out]
+
+
+def logits(model: HoEModel, preference) -> torch.Tensor:
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        return model(ids, preference=preference).logits
+
+
+def test_a_saved_router_attached_to_a_rebuilt_bundle_routes_as_it_did(tiny, tmp_path):
+    folder = save_router(tiny.trained, "b", tmp_path / "b", dtype=torch.float32)
+    record = json.loads((folder / ROUTER_MANIFEST).read_text())
+    assert record["name"] == "b" and list(record["bundle_experts"]) == ["helpful", "harmless"]
+    assert json.loads((folder / "hoe_router_training.json").read_text())["steps_done"] == 3
+    assert (folder / "README.md").read_text().startswith("# Router expert `b`")
+    rebuilt = build(str(tiny.base), tiny.experts, tmp_path / "rebuilt", trained_routers=[folder])
+    original, copy = HoEModel.from_pretrained(tiny.trained), HoEModel.from_pretrained(rebuilt)
+    assert [r.name for r in copy.routers] == ["b"]
+    # λ = b's anchor routes to router b alone in both bundles (in the original, router a is elsewhere)
+    torch.testing.assert_close(logits(copy, "0.6,0.4"), logits(original, "0.6,0.4"), rtol=0, atol=1e-6)
+    # and it is not the untrained (uniform) router: the weights came along
+    assert not torch.allclose(
+        logits(copy, "0.6,0.4"), logits(HoEModel.from_pretrained(tiny.root / "untrained"), "0.6,0.4")
+    )
+
+
+def test_float16_is_the_default(tiny, tmp_path):
+    half = save_router(tiny.trained, "a", tmp_path / "half")
+    tensors = load_file(str(half / ROUTER_FILE))
+    assert tensors and {t.dtype for t in tensors.values()} == {torch.float16}
+    assert not (half / "hoe_router_training.json").exists()  # the record there describes router b
+
+
+def test_a_router_next_to_other_experts_is_refused_naming_both(tiny, tmp_path):
+    folder = save_router(tiny.trained, "b", tmp_path / "b")
+    with pytest.raises(CheckpointError, match="was trained to mix the experts helpful") as e:
+        build(str(tiny.base), tiny.others, tmp_path / "x", trained_routers=[folder])
+    assert e.value.field == "router_from" or e.value.field == "model"
+    assert not (tmp_path / "x").exists()
+    swapped = {"harmless": tiny.experts["harmless"], "helpful": tiny.experts["helpful"]}
+    with pytest.raises(
+        CheckpointError, match=r"\['helpful', 'harmless'\], but this one has \['harmless', 'helpful'\]"
+    ):
+        build(str(tiny.base), swapped, tmp_path / "x", trained_routers=[folder])
+
+
+def test_bad_router_folders_and_names_are_clear_errors(tiny, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"no router named 'c'.*\['a', 'b'\]"):
+        save_router(tiny.trained, "c", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    code, err = cli(capsys, *build_args(tiny, tmp_path / "x"), "--router-from", tiny.trained)
+    assert code == 2 and "--router-from" in err and "not a router folder" in err
+    assert not (tmp_path / "x").exists()
+    folder = save_router(tiny.trained, "a", tmp_path / "a")
+    (folder / ROUTER_FILE).unlink()
+    with pytest.raises(CheckpointError, match="no router.safetensors"):
+        build(str(tiny.base), tiny.experts, tmp_path / "x", trained_routers=[folder])
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_cli_saves_and_attaches(tiny, tmp_path, capsys):
+    code, err = cli(capsys, "save-router", "--model", tiny.trained, "--name", "a", "--out", tmp_path / "a")
+    assert code == 0, err
+    args = build_args(tiny, tmp_path / "bundle")
+    code, err = cli(capsys, *args, "--router-from", tmp_path / "a", "--router", "fresh@0.5,0.5")
+    assert code == 0, err
+    manifest = json.loads((Path(tmp_path / "bundle") / "hoe_bundle.json").read_text())
+    assert [r["name"] for r in manifest["routers"]] == ["a", "fresh"]
