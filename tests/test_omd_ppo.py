@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import math
+import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from hoe.errors import HoEWarning
 from hoe.scalarisation import build_scalarisation
+from hoe.scalarisation.tchebycheff import omd_fixed_point
 from hoe.training.ppo import adaptive_kl_coef, masked_whiten, mo_ppo_loss
 from hoe.training.router import RouterConfig, scalarisation_options
+from hoe.training.router_setup import _check_omd_scale
 
 D = torch.float64
 
@@ -37,6 +42,24 @@ def test_omd_over_three_steps_by_hand():
         assert (w[0] / w[1]).item() == pytest.approx(r, rel=1e-12)
     # step 2 gave objective 2 (3 times the preference, far behind) the weight: r₂ ≈ 0.52 < 1
     assert expected[1] < 1 < expected[0]
+
+
+def test_omd_settles_at_its_fixed_point_and_small_gaps_keep_it_near_uniform():
+    lam = torch.full((3,), 1 / 3, dtype=D)
+    z_star, rbar = torch.tensor([0.75, 0.625, 0.652], dtype=D), torch.tensor([0.65, 0.245, 0.442], dtype=D)
+    # gaps (0.10, 0.38, 0.21); with η = 3 the drive η λ ⊙ gap is the gap itself: softmax(0.10, 0.38, 0.21)
+    e = [math.exp(0.10), math.exp(0.38), math.exp(0.21)]
+    fixed = omd_fixed_point(lam, z_star, rbar, 3.0)
+    assert fixed.tolist() == pytest.approx([x / sum(e) for x in e], rel=1e-12)  # (0.29, 0.38, 0.32)
+    # with η = 30 the furthest objective takes nearly all: softmax(1.0, 3.8, 2.1) ≈ (0.05, 0.81, 0.15)
+    assert omd_fixed_point(lam, z_star, rbar, 30.0)[1] > 0.8
+    s = build_scalarisation("tchebycheff", lam, z_star=z_star, alpha=0.1, step_size=3.0)
+    w = s.initial_weights()
+    for _ in range(400):  # the error shrinks by (1 - α) per step in log w
+        w = s.update_weights(w, rbar)
+    torch.testing.assert_close(w, fixed, rtol=1e-9, atol=1e-12)
+    # an objective outside λ's support keeps weight 0
+    assert omd_fixed_point(torch.tensor([0.5, 0.5, 0.0], dtype=D), z_star, rbar, 3.0)[2] == 0
 
 
 def test_linear_scalarisation_ignores_z_star_and_keeps_lambda():
@@ -125,3 +148,24 @@ def test_adaptive_kl_controller_by_hand():
     # KL 0.9: error -0.1 -> 0.4 · (1 - 0.01)
     assert adaptive_kl_coef(0.4, 0.9, 1.0, 100, 1000) == pytest.approx(0.396)
     assert adaptive_kl_coef(0.4, -3.0, 1.0, 100, 1000) == pytest.approx(0.4 * 0.98)  # clipped at -0.2
+
+
+def test_a_near_uniform_omd_fixed_point_is_recorded_and_warned_about():
+    def run(step_size):
+        return SimpleNamespace(
+            anchor=torch.full((3,), 1 / 3, dtype=D),
+            z_star=torch.tensor([0.75, 0.625, 0.652], dtype=D),
+            config=SimpleNamespace(omd_step_size=step_size),
+            names=["a", "b", "c"],
+            calibration={},
+            dist=SimpleNamespace(is_main=True),
+        )
+
+    start = torch.tensor([0.65, 0.245, 0.442])
+    small = run(3.0)
+    with pytest.warns(HoEWarning, match="close to uniform.*omd_step_size"):
+        _check_omd_scale(small, start)
+    assert small.calibration["omd_fixed_point"]["b"] == pytest.approx(0.3847, abs=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_omd_scale(run(30.0), start)  # max weight 0.81 ≥ 1.5 / 3: no warning

@@ -128,6 +128,7 @@ def test_the_reference_is_the_linear_soup_and_the_start_is_calibrated(tiny, tmp_
     )
     assert run.value_heads.linear.weight.abs().sum() == 0
     assert run.w.tolist() == pytest.approx([0.5, 0.5])  # w₀ ∝ 1/λ
+    assert set(cal["omd_fixed_point"]) == {"helpful", "harmless"}  # where OMD would settle at the start
     given = setup(config(tiny, tmp_path / "y", target_point="helpful=0.9,harmless=0.8", reference="hoe-lora"))
     assert (
         given.z_star.tolist() == pytest.approx([0.9, 0.8]) and given.calibration["z_star_source"] == "given"

@@ -51,6 +51,20 @@ def omd_update(
     return torch.softmax((1 - alpha) * log_w + alpha * step_size * drive, dim=-1)
 
 
+def omd_fixed_point(
+    lam: torch.Tensor, z_star: torch.Tensor, mean_reward: torch.Tensor, step_size: float = 3.0
+) -> torch.Tensor:
+    """Where OMD settles while R̄ stays put, ``softmax(η λ ⊙ (z* - R̄))`` on the support of λ: all (m,) -> (m,).
+
+    Near uniform means the rewards' gaps are small next to ``1 / η`` and Tchebycheff acts like the linear
+    scalarisation; e.g. λ = (1/3, 1/3, 1/3), gaps (0.10, 0.38, 0.21) and η = 3 give (0.29, 0.38, 0.32).
+    """
+    drive = torch.where(
+        lam > 0, step_size * lam * (z_star - mean_reward), torch.full_like(lam, float("-inf"))
+    )
+    return torch.softmax(drive, dim=-1)
+
+
 @register_scalarisation("tchebycheff")
 @dataclass
 class Tchebycheff:

@@ -8,14 +8,16 @@ Only rank 0 claims the partial folder, after every rank has checked it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hoe.errors import ConfigError, HoEError, PreferenceError, bad_value, raise_all
+from hoe.errors import ConfigError, HoEError, HoEWarning, PreferenceError, bad_value, raise_all
 from hoe.experts.extract import DTYPES
 from hoe.model.preference_routing import PreferenceRouting
+from hoe.scalarisation.tchebycheff import omd_fixed_point
 from hoe.training import loop
 from hoe.training.calibration import calibrate
 from hoe.training.distributed import Dist
@@ -272,3 +274,24 @@ def _fresh_start(run: RouterRun, target: torch.Tensor | None) -> None:
     run.value_heads.init_bias(cal.value_init)
     run.w = make_scalarisation(run.config, run.anchor, run.z_star).initial_weights()
     run.kl_coef = run.config.init_kl_coef
+    if run.config.scalarisation == "tchebycheff" and run.z_star is not None:
+        _check_omd_scale(run, cal.value_init)
+
+
+def _check_omd_scale(run: RouterRun, start: torch.Tensor) -> None:
+    """Record where OMD would settle at the initial policy's mean rewards, and warn when that is so close to
+    uniform that Tchebycheff would act like the linear scalarisation (rewards on a small scale for η)."""
+    lam = run.anchor
+    fixed = omd_fixed_point(lam, run.z_star, start.to(lam), run.config.omd_step_size)
+    run.calibration["omd_fixed_point"] = {n: round(float(v), 6) for n, v in zip(run.names, fixed)}
+    support = int((lam > 0).sum())
+    if run.dist.is_main and support > 1 and float(fixed.max()) < 1.5 / support:
+        warnings.warn(
+            HoEWarning(
+                f"at the initial policy's rewards OMD would settle at w = {[round(float(v), 3) for v in fixed]}, "
+                "close to uniform: the rewards' gaps to z* are small next to 1 / omd_step_size, so Tchebycheff "
+                "acts like the linear scalarisation. Raise the OMD step size (omd_step_size, e.g. 30 for rewards "
+                "in [0, 1]) or rescale the rewards."
+            ),
+            stacklevel=2,
+        )
