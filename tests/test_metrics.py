@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from hoe.errors import PreferenceError
-from hoe.evaluation.metrics import controllability, hypervolume, mean_tchebycheff
+from hoe.evaluation.metrics import (
+    bootstrap_counts,
+    bootstrap_hypervolumes,
+    controllability,
+    hypervolume,
+    mean_tchebycheff,
+    non_dominated,
+    percentile_interval,
+)
 from hoe.preference import simplex_lattice
 
 D = torch.float64
@@ -50,3 +58,61 @@ def test_mean_tchebycheff_by_hand():
     ref = torch.tensor([0.0, 0.1], dtype=D)
     # row 1: only objective 1 counts: 1·0.4; row 2: min(0.5·0.2, 0.5·0.5) = 0.1. Mean 0.25
     assert mean_tchebycheff(lams, rewards, ref) == pytest.approx(0.25)
+
+
+def test_non_dominated_and_hypervolume_of_hand_made_fronts():
+    # 2-D: a staircase (1,3), (2,2), (3,1); (1,1) is dominated by all three, (0.5,3) by (1,3)
+    front2 = torch.tensor([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [1.0, 1.0], [0.5, 3.0]], dtype=D)
+    assert non_dominated(front2).tolist() == [True, True, True, False, False]
+    # area above (0,0): columns [0,1] x 3 + [1,2] x 2 + [2,3] x 1 = 6; dominated points add nothing
+    assert hypervolume(front2, torch.zeros(2, dtype=D)) == pytest.approx(6.0)
+    # with ref (1, 1) only (2,2) spans an area, [1,2]x[1,2] = 1; (1,3) and (3,1) are flat boxes
+    assert hypervolume(front2, torch.ones(2, dtype=D)) == pytest.approx(1.0)
+    # 3-D: three boxes of volume 3 ((3,1,1) and its permutations), each pair and all three meet in the unit
+    # cube: 3·3 − 3·1 + 1 = 7 by inclusion-exclusion. (2, 0.5, 2) is beaten by none of them in all three
+    # objectives, (1,1,1) by each
+    front3 = torch.tensor(
+        [[1.0, 1.0, 3.0], [1.0, 3.0, 1.0], [3.0, 1.0, 1.0], [1.0, 1.0, 1.0], [2.0, 0.5, 2.0]], dtype=D
+    )
+    assert non_dominated(front3).tolist() == [True, True, True, False, True]
+    assert hypervolume(front3[:4], torch.zeros(3, dtype=D)) == pytest.approx(7.0)
+    # (2, 0.5, 2) spans 2·0.5·2 = 2, of which [0,1]x[0,.5]x[0,2] (1) lies in the box of (1,1,3) and
+    # [1,2]x[0,.5]x[0,1] (0.5) in that of (3,1,1): it adds 2 − 1.5 = 0.5
+    assert hypervolume(front3, torch.zeros(3, dtype=D)) == pytest.approx(7.5)
+    # equal points dominate neither
+    assert non_dominated(torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=D)).tolist() == [True, True]
+
+
+def noisy_front(n: int, seed: int) -> torch.Tensor:
+    """(k=2, n, m=2) per-prompt rewards around the points (1, 2) and (2, 1), uniform noise of width 1."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=D)
+    return centres[:, None, :] + torch.rand(2, n, 2, generator=g, dtype=D) - 0.5
+
+
+def test_bootstrap_interval_holds_the_estimate_and_narrows_with_more_prompts():
+    ref = torch.zeros(2, dtype=D)
+    widths = []
+    for n in (16, 400):
+        per_prompt = noisy_front(n, seed=n)
+        estimate = hypervolume(per_prompt.mean(1), ref)  # ≈ 1·2 + 2·1 − 1 = 3
+        counts = bootstrap_counts(n, 500, seed=0)
+        assert counts.shape == (500, n) and (counts.sum(1) == n).all()
+        lo, hi = percentile_interval(bootstrap_hypervolumes(per_prompt, ref, counts))
+        assert lo <= estimate <= hi and estimate == pytest.approx(3.0, abs=0.3)
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # the standard error shrinks like 1/sqrt(n): 5x here
+    assert torch.equal(bootstrap_counts(16, 5, seed=3), bootstrap_counts(16, 5, seed=3))
+
+
+def test_the_resamples_are_paired_across_methods():
+    """A method compared with itself through the same resamples has a ratio of exactly 1 in every resample,
+    although its own interval is wide; through independent resamples the ratio would spread."""
+    per_prompt, ref = noisy_front(16, seed=1), torch.zeros(2, dtype=D)
+    counts = bootstrap_counts(16, 200, seed=0)
+    a, b = bootstrap_hypervolumes(per_prompt, ref, counts), bootstrap_hypervolumes(per_prompt, ref, counts)
+    assert percentile_interval(a / b) == (1.0, 1.0)
+    lo, hi = percentile_interval(a)
+    assert hi - lo > 0.05
+    unpaired = a / bootstrap_hypervolumes(per_prompt, ref, bootstrap_counts(16, 200, seed=1))
+    assert percentile_interval(unpaired)[1] - percentile_interval(unpaired)[0] > 0.01

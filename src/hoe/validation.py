@@ -70,3 +70,14 @@ def non_empty(name: str, what: str) -> Check:
         return None if str(value).strip() else ConfigError("is empty.", field=name, fix=f"Pass {what}.")
 
     return check
+
+
+def whole_at_least(name: str, low: int, what: str) -> Check:
+    """``name`` is an int (not a bool) >= ``low``."""
+
+    def check(c: object) -> HoEError | None:
+        value = getattr(c, name)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        return None if ok else bad_value(name, value, f"Pass {what}: a whole number >= {low}.")
+
+    return check

@@ -15,6 +15,11 @@ from hoe.model.generation import generate_text
 from hoe.objectives import score_matrix
 
 
+def sample_seeds(sample: int, n: int, rows: range, seed: int = 0) -> list[int]:
+    """Seeds of ``rows`` (prompt indices among n) for sample ``sample``: ``seed + sample * n + i``."""
+    return [seed + sample * n + i for i in rows]
+
+
 def seeded_rewards(
     model,
     tokenizer,
@@ -32,7 +37,7 @@ def seeded_rewards(
     for s in range(samples):
         for start in range(0, n, batch):
             chunk = list(prompts[start : start + batch])
-            seeds = [s * n + i for i in range(start, start + len(chunk))]
+            seeds = sample_seeds(s, n, range(start, start + len(chunk)))
             texts = generate_text(
                 model, tokenizer, chunk, preference, True, max_new_tokens, temperature, seeds
             )

@@ -90,15 +90,48 @@ def generate_text(
     check_generation_options(max_new_tokens, temperature)
     check_prompts(prompts)
     seeds = None if seed is None else _row_seeds(seed, len(prompts))
+    batch = prepare_batch(model, tokenizer, prompts, chat, max_new_tokens, truncate)
+    new_ids = sample_ids(model, tokenizer, batch, preference, max_new_tokens, temperature, seeds)
+    return tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+
+
+def prepare_batch(
+    model: torch.nn.Module, tokenizer, prompts: Sequence[str], chat: bool, max_new_tokens: int, truncate: bool
+):
+    """The left-padded batch of ``prompts`` (chat template if ``chat``), fitted to the model's context
+    (:func:`fit_context`), on the model's device."""
     batch = encode_prompts(tokenizer, prompts, chat)
     batch = fit_context(batch, context_length(model, tokenizer), max_new_tokens, chat, truncate)
-    batch = batch.to(module_device(model))
+    return batch.to(module_device(model))
+
+
+def sample_ids(
+    model: HoEModel | torch.nn.Module,
+    tokenizer,
+    batch,
+    preference: PreferenceLike | Sequence[PreferenceLike] | None,
+    max_new_tokens: int,
+    temperature: float,
+    seeds: Sequence[int] | None,
+    processors: Sequence = (),
+) -> torch.Tensor:
+    """The new token ids (B, T <= max_new_tokens) that ``model`` generates after ``batch`` (from
+    :func:`prepare_batch`); a row that ended early is padded with ``pad_token_id``.
+
+    ``processors`` (``transformers`` logits processors) rewrite the next-token scores before the token is
+    picked: greedily with ``temperature`` 0, else by the per-row seeded sampler (which runs last), or from
+    torch's global generator when ``seeds`` is None.
+    """
+    chain = list(processors)
     if temperature <= 0:
-        sampling = {"do_sample": False}
+        sampling: dict = {"do_sample": False}
     elif seeds is None:
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     else:  # greedy over the one token the sampler leaves finite
-        sampling = {"do_sample": False, "logits_processor": [RowSeededSampler(seeds, temperature)]}
+        sampling = {"do_sample": False}
+        chain.append(RowSeededSampler(seeds, temperature))
+    if chain:
+        sampling["logits_processor"] = chain
     if preference is not None or isinstance(model, HoEModel):
         sampling["preference"] = preference  # HoEModel refuses None, naming the objectives
     out = model.generate(
@@ -107,7 +140,7 @@ def generate_text(
         pad_token_id=tokenizer.pad_token_id,
         **sampling,
     )
-    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out[:, batch["input_ids"].shape[1] :]
 
 
 def check_generation_options(max_new_tokens: int, temperature: float) -> None:

@@ -1,0 +1,84 @@
+"""``hoe evaluate``: Pareto fronts of HoE and the baselines, with hypervolume, intervals, cost and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+
+from hoe.cli import app
+from hoe.cli.parsing import parse_named
+
+
+def _option(name: str, help: str):
+    """``--NAME`` with EvaluateConfig's default for the field: the CLI never types a default twice."""
+    from hoe.evaluation.evaluate import EvaluateConfig
+
+    f = {f.name: f for f in dataclasses.fields(EvaluateConfig)}[name]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return typer.Option(default, help=help)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., help="The HoE bundle (its routers are the `hoe` method)."),
+    out: Path = typer.Option(
+        ..., help="Results folder; an interrupted run resumes from the points stored there."
+    ),
+    methods: str = _option(
+        "methods", help="Comma-separated, among hoe, hoe-lora, soup, rs, mod, base, experts."
+    ),
+    prompts: str = _option("prompts", help="Prompt set: a JSONL file, or smol:SPLIT."),
+    split: str | None = _option("split", help="Split of --prompts (smol:eval names its own)."),
+    limit: int | None = _option("limit", help="Evaluate on the first N prompts only."),
+    grid: int = _option(
+        "grid", help="Preferences: the simplex lattice with step 1/GRID (4: 15 points for 3)."
+    ),
+    preference: list[str] = _option(
+        "preference", help="An extra preference to evaluate, e.g. a=0.6,b=0.4 (repeat)."
+    ),
+    samples: int = _option("samples", help="Responses per prompt and preference."),
+    max_new_tokens: int = _option("max_new_tokens", help="Most tokens per response."),
+    temperature: float = _option("temperature", help="Sampling temperature; 0 decodes greedily."),
+    seed: int = _option(
+        "seed", help="Sample s of prompt i (of n) is seeded SEED + s*n + i, for every method."
+    ),
+    objective: list[str] | None = _option(
+        "objective",
+        help="One per bundle objective, named like it: NAME=KIND[:ARG] (repeat; default: the bundle's "
+        "objective names as built-in kinds).",
+    ),
+    reference_point: str | None = _option(
+        "reference_point",
+        help="Hypervolume reference point, one value per objective (a=0,b=-0.5 or 0,-0.5); default BENCH.md's "
+        "for relevance, positivity, brevity; required for other objectives.",
+    ),
+    tuned: list[str] = typer.Option(
+        [],
+        help="OBJECTIVE=PATH: the model tuned for an objective (full checkpoint or PEFT adapter), for rs, mod "
+        "and experts (default: the source recorded by the bundle's expert).",
+    ),
+    chat: bool = _option("chat", help="Wrap each prompt in the chat template."),
+    batch_size: int = _option("batch_size", help="Prompts per generation batch (memory only)."),
+    bootstrap: int = _option("bootstrap", help="Bootstrap resamples over prompts for the intervals."),
+    device: str = _option("device", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
+    dtype: str = _option("dtype", help="Models are loaded in: float32, bfloat16 or float16."),
+    overwrite: bool = _option(
+        "overwrite", help="Redo stored points made with other settings (without it they are refused)."
+    ),
+    progress: bool = typer.Option(True, help="Show a progress bar over the (method, preference) points."),
+) -> None:
+    """Evaluate HoE against the baselines over a preference grid (BENCH.md §1) and write results.json,
+    results.md and pareto.png."""
+    options = dict(locals())  # every parameter is an EvaluateConfig field, except progress
+    options.pop("progress")
+    from hoe.evaluation.evaluate import EvaluateConfig
+    from hoe.evaluation.evaluate import evaluate as run
+    from hoe.evaluation.report import markdown
+
+    options.update(model=str(model), out=str(out), tuned=parse_named(tuned, "tuned"))
+    options.update(objective=list(objective) if objective else None, preference=list(preference))
+    results = run(EvaluateConfig(**options), progress=progress)
+    typer.echo(markdown(results).split("\n## ")[0].rstrip())
+    typer.echo(f"\nresults written to {out}")

@@ -1,0 +1,364 @@
+"""``hoe evaluate``: the Pareto fronts of HoE and the baselines on one protocol (BENCH.md §1–§2).
+
+Every method (:mod:`hoe.evaluation.methods`) answers the same prompts at the same preferences (the simplex
+lattice with step 1/``grid``, plus any ``preference`` asked for) with the same seeds; every response is scored
+by the bundle's objectives. ``OUT`` then holds
+
+* ``points/<method>/<label>.json``: each point's rewards and responses, stored as it finishes, so that an
+  interrupted evaluation resumes where it stopped (:mod:`hoe.evaluation.sweep`);
+* ``results.json``: objectives, reference point, config, versions, command and, per method, its points
+  (mean, s.e., n), hypervolume with a paired bootstrap interval, the ratio to the best baseline,
+  controllability, mean Tchebycheff utility, tokens/s and forward passes per token
+  (:mod:`hoe.evaluation.summary`);
+* ``results.md`` and ``pareto.png`` (:mod:`hoe.evaluation.report`).
+
+The hypervolume's reference point is BENCH.md's for the smol3 objectives (relevance 0, positivity −0.5,
+brevity 0) and must be given for any other objectives: it is part of the protocol, never tuned to the results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hoe.errors import ConfigError, HoEError, OutputExistsError, bad_value, raise_all
+from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
+from hoe.evaluation.models import Models, digest, open_tuned_models, tuned_refs
+from hoe.evaluation.sweep import Plan, load_finished, run_sweep
+from hoe.experts.extract import DTYPES
+from hoe.io.atomic import atomic_file, output_path
+from hoe.validation import at_least, non_empty, one_of, validate, whole_at_least
+
+Preference = str | dict[str, float] | list[float]
+ALL_METHODS = ("hoe", "hoe-lora", "soup", "rs", "mod", "base", "experts")
+SMOL3_REFERENCE = {"relevance": 0.0, "positivity": -0.5, "brevity": 0.0}
+"""BENCH.md §1's hypervolume reference point for the smol3 objectives (the built-in kinds of these names)."""
+BOOTSTRAP_SEED = 0
+RESULTS_FORMAT = "hoe-evaluation/1"
+
+
+@dataclass
+class EvaluateConfig:
+    """Everything ``evaluate`` needs; field names are the CLI flags (``max_new_tokens`` -> ``--max-new-tokens``)."""
+
+    model: str  # the bundle
+    out: str  # the results folder (resumable)
+    methods: list[str] | str = ",".join(ALL_METHODS)
+    prompts: str = "smol:eval"  # a JSONL file, or smol:SPLIT
+    split: str | None = None
+    limit: int | None = None  # the first N prompts only
+    grid: int = 4  # simplex lattice with step 1/grid
+    preference: list[Preference] = field(default_factory=list)  # extra points
+    samples: int = 4  # responses per prompt and point
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    seed: int = 0  # sample s of prompt i (of n) is seeded seed + s·n + i
+    objective: list[str] | None = None  # NAME=KIND[:ARG] per bundle objective (default: their names)
+    reference_point: Preference | None = None  # default: BENCH.md's for smol3
+    tuned: dict[str, str] = field(default_factory=dict)  # objective -> tuned model (default: the records)
+    chat: bool = True
+    batch_size: int = 16
+    bootstrap: int = 1000  # resamples
+    device: str = "auto"
+    dtype: str = "float32"
+    overwrite: bool = False  # redo stored points made with other settings (else they are refused)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.methods, str):
+            self.methods = [m.strip() for m in self.methods.split(",") if m.strip()]
+        self.methods = list(self.methods)
+        self.preference = list(self.preference or [])
+        self.tuned = {str(k): str(v) for k, v in (self.tuned or {}).items()}
+        validate(self, _CHECKS)
+
+
+def _methods_known(c: EvaluateConfig) -> HoEError | None:
+    methods = list(c.methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        return bad_value("methods", ",".join(map(str, unknown or methods)), f"Choose among {list(METHODS)}.")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        return bad_value("methods", ",".join(methods), f"Name each method once ({twice} repeat).")
+    return None
+
+
+def _limit(c: EvaluateConfig) -> HoEError | None:
+    return None if c.limit is None else whole_at_least("limit", 1, "a number of prompts")(c)
+
+
+_CHECKS = [
+    non_empty("model", "the bundle to evaluate"),
+    non_empty("out", "the folder for the results"),
+    non_empty("prompts", "a prompt file or smol:eval"),
+    _methods_known,
+    _limit,
+    whole_at_least("grid", 1, "the lattice divisions (4: step 1/4)"),
+    whole_at_least("samples", 1, "a number of responses per prompt"),
+    whole_at_least("max_new_tokens", 1, "a number of tokens"),
+    at_least("temperature", 0, "a temperature (0 decodes greedily)"),
+    whole_at_least("seed", 0, "a seed"),
+    whole_at_least("batch_size", 1, "a number of prompts per batch"),
+    whole_at_least("bootstrap", 1, "a number of bootstrap resamples"),
+    one_of("dtype", list(DTYPES)),
+]
+
+
+@dataclass
+class _Inputs:
+    """What is known before any model loads."""
+
+    manifest: dict
+    specs: list[str]
+    ref: torch.Tensor
+    grid: torch.Tensor
+    prompts: list[str]
+    device: torch.device
+    soup: object
+    out: Path
+
+
+def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
+    """Run (or resume) the evaluation of ``config`` and write ``config.out``; return ``results.json``'s
+    content. Every input is checked, and stored points are matched to the config, before anything loads
+    or is written."""
+    start = time.perf_counter()
+    inputs = _check_inputs(config)
+    methods, objectives, plan, models = _setup(config, inputs)
+    done = load_finished(plan, inputs.out, config.overwrite)
+    needs = [(name, METHODS[name].needs) for name in config.methods]
+
+    def release(finished: str) -> None:  # free the models no later method uses
+        later = needs[[n for n, _ in needs].index(finished) + 1 :]
+        models.keep(set().union(*(k for _, k in later)) if later else set())
+
+    points = run_sweep(plan, methods, inputs.prompts, objectives, inputs.out, done, progress, release)
+    return _write_results(config, inputs, plan, methods, points, time.perf_counter() - start)
+
+
+def _check_inputs(config: EvaluateConfig) -> _Inputs:
+    from hoe.data.prompts import load_prompts
+    from hoe.devices import resolve_device
+    from hoe.model.bundle import bundle_base, read_manifest
+    from hoe.preference import simplex_lattice
+
+    manifest = read_manifest(config.model)
+    names = manifest["objectives"]
+    errors: list[HoEError | None] = []
+    specs = _attempt(errors, lambda: objective_specs(config.objective, names))
+    ref = _attempt(errors, lambda: reference_point(config.reference_point, names, specs or names))
+    lattice = _attempt(errors, lambda: simplex_lattice(len(names), config.grid))
+    grid = _attempt(errors, lambda: _grid(lattice, config.preference, names)) if lattice is not None else None
+    prompts = _attempt(errors, lambda: load_prompts(config.prompts, config.split))
+    errors.append(_unused_tuned(config))
+    raise_all(errors)
+    prompts = [p.text for p in prompts][: config.limit]
+    device = resolve_device(config.device)
+    soup = None
+    if any("tuned" in METHODS[m].depends for m in config.methods):
+        refs = tuned_refs(Path(config.model), manifest, config.tuned)
+        soup = open_tuned_models(bundle_base(manifest["base"], Path(config.model)), refs)
+    out = _check_out(config.out)
+    return _Inputs(manifest, specs, ref, grid, prompts, device, soup, out)
+
+
+def _attempt(errors: list[HoEError | None], check):
+    """``check()``, or None with its error kept, so that every bad input is reported at once."""
+    try:
+        return check()
+    except HoEError as e:
+        errors.append(e)
+        return None
+
+
+def objective_specs(given: list[str] | None, names: list[str]) -> list[str]:
+    """One spec per bundle objective, in the bundle's order: ``given`` (each named like an objective, by
+    ``NAME=`` or by its kind) or the names themselves as built-in kinds."""
+    from hoe.objectives.base import split_name
+
+    specs = list(given or names)
+    named = [split_name(s)[0] or split_name(s)[1].partition(":")[0] for s in specs]
+    if sorted(named) != sorted(names):
+        raise ConfigError(
+            f"names the objectives {named}, but the bundle's are {names}.",
+            field="objective",
+            value=specs,
+            fix="Give one objective per bundle objective, named like it (NAME=KIND[:ARG]).",
+        )
+    by_name = dict(zip(named, specs))
+    return [by_name[n] for n in names]
+
+
+def reference_point(given: Preference | None, names: list[str], specs: list[str]) -> torch.Tensor:
+    """The hypervolume reference point (m,): ``given`` (``a=0,b=-0.5`` or ``0,-0.5``), or BENCH.md's for the
+    smol3 objectives when each is its built-in kind."""
+    from hoe.objectives.base import split_name
+    from hoe.preference import parse_preference_text
+
+    if given is None:
+        kinds = [split_name(s)[1].partition(":")[0] for s in specs]
+        if not (sorted(names) == sorted(SMOL3_REFERENCE) and kinds == list(names)):
+            raise ConfigError(
+                "is required for these objectives (BENCH.md fixes it only for relevance, positivity, brevity).",
+                field="reference_point",
+                fix=f"Pass the reward below which a point counts for nothing, one per objective {names}, "
+                "chosen before looking at the results.",
+            )
+        return torch.tensor([SMOL3_REFERENCE[n] for n in names], dtype=torch.float64)
+    values = parse_preference_text(given, "reference_point") if isinstance(given, str) else given
+    if isinstance(values, dict):
+        if sorted(values) != sorted(names):
+            raise bad_value("reference_point", given, f"Give one value per objective {names}.")
+        values = [values[n] for n in names]
+    try:
+        t = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise bad_value("reference_point", given, f"Give one number per objective {names}.") from None
+    if t.shape != (len(names),) or not torch.isfinite(t).all():
+        raise bad_value("reference_point", given, f"Give one finite number per objective {names}.")
+    return t
+
+
+def _grid(lattice: torch.Tensor, extra: list[Preference], names: list[str]) -> torch.Tensor:
+    from hoe.preference import to_simplex
+
+    points = [lattice] + [to_simplex(p, names, f"preference[{i}]")[None] for i, p in enumerate(extra)]
+    grid = torch.cat(points)
+    labels = [preference_label(lam) for lam in grid]  # points that share a label (4 decimals) are one
+    return grid[[labels.index(label) for label in dict.fromkeys(labels)]]
+
+
+def _unused_tuned(config: EvaluateConfig) -> HoEError | None:
+    users = [m for m in config.methods if m in METHODS and "tuned" in METHODS[m].depends]
+    if config.tuned and not users:
+        return ConfigError(
+            "is used only by the methods that run the tuned models (rs, mod, experts), and none is asked for.",
+            field="tuned",
+            value=dict(config.tuned),
+            fix="Add one of them to the methods, or leave the tuned models out.",
+        )
+    return None
+
+
+def _check_out(out: str) -> Path:
+    """A new folder, or one this command wrote (it holds ``points/`` or ``results.json``)."""
+    path = output_path(out, "out", replaced=False)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{out!r} is a file.", field="out", value=out, fix="Pass a folder.")
+    if (
+        path.is_dir()
+        and any(path.iterdir())
+        and not ((path / "points").is_dir() or (path / "results.json").is_file())
+    ):
+        raise OutputExistsError(
+            f"{out!r} holds other files than an evaluation's.",
+            field="out",
+            value=out,
+            fix="Pass a new folder, or the folder of an earlier evaluation to resume it.",
+        )
+    return path
+
+
+def _setup(config: EvaluateConfig, inputs: _Inputs):
+    from hoe.model.generation import load_tokenizer
+    from hoe.objectives import ObjectiveContext, build_objectives
+
+    models = Models(Path(config.model), inputs.manifest, inputs.soup, DTYPES[config.dtype], inputs.device)
+    tokenizer = load_tokenizer(models.base_ref)
+    context = ObjectiveContext(
+        tokenizer=tokenizer, max_new_tokens=config.max_new_tokens, device=str(inputs.device)
+    )
+    objectives = build_objectives(inputs.specs, context)
+    decoding = Decoding(config.chat, config.max_new_tokens, config.temperature)
+    eos = _eos_ids(models.base_ref, tokenizer)
+    methods: dict[str, Method] = {m: METHODS[m](models, tokenizer, decoding, eos) for m in config.methods}
+    plan = Plan(
+        points=[(name, label, lam) for name, m in methods.items() for label, lam in m.points(inputs.grid)],
+        keys={name: _key(config, inputs, models, m) for name, m in methods.items()},
+        samples=config.samples,
+        seed=config.seed,
+        batch_size=config.batch_size,
+    )
+    return methods, objectives, plan, models
+
+
+def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method) -> dict:
+    """What a method's numbers depend on: stored with each point, compared on resume."""
+    from hoe.io.resolve import resolve_model_dir
+
+    key = {
+        "prompts": prompts_digest(inputs.prompts),
+        "samples": config.samples,
+        "seed": config.seed,
+        "max_new_tokens": config.max_new_tokens,
+        "temperature": config.temperature,
+        "chat": config.chat,
+        "objective": inputs.specs,
+    }
+    if "model" in method.depends:
+        key["model"] = digest(config.model, content=True)
+    if "base" in method.depends:
+        key["base"] = digest(resolve_model_dir(models.base_ref, field="model"))
+    if "tuned" in method.depends:
+        key["tuned"] = {t.name: digest(t.folder) for t in inputs.soup.tuned}
+    return key
+
+
+def prompts_digest(prompts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
+
+
+def _eos_ids(base_ref: str, tokenizer) -> list[int]:
+    from transformers import GenerationConfig
+
+    from hoe.io.resolve import resolve_model_dir
+
+    ids = {tokenizer.eos_token_id} - {None}
+    try:
+        eos = GenerationConfig.from_pretrained(str(resolve_model_dir(base_ref, "model"))).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
+    return sorted(ids)
+
+
+def _write_results(config, inputs: _Inputs, plan: Plan, methods, points, seconds: float) -> dict:
+    from hoe.evaluation.report import markdown, plot
+    from hoe.evaluation.summary import LEVEL, summarise
+    from hoe.provenance import command_line, versions
+
+    names = inputs.manifest["objectives"]
+    kinds = {name: m.kind for name, m in methods.items()}
+    summary = summarise(points, kinds, inputs.grid, names, inputs.ref, config.bootstrap, BOOTSTRAP_SEED)
+    results = {
+        "format": RESULTS_FORMAT,
+        "objectives": names,
+        "reference_point": dict(zip(names, inputs.ref.tolist())),
+        "grid": inputs.grid.tolist(),
+        "prompts": {
+            "source": config.prompts,
+            "split": config.split,
+            "n": len(inputs.prompts),
+            "sha256": prompts_digest(inputs.prompts),
+        },  # fmt: skip
+        "bootstrap": {"resamples": config.bootstrap, "seed": BOOTSTRAP_SEED, "level": LEVEL},
+        "best_baseline": summary["best_baseline"],
+        "methods": summary["methods"],
+        "config": asdict(config),
+        "keys": plan.keys,
+        "seconds": round(seconds, 2),
+        "command": command_line(),
+        "versions": versions(),
+    }
+    out = inputs.out
+    with atomic_file(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(out / "results.md") as tmp:
+        tmp.write_text(markdown(results), encoding="utf-8")
+    plot(results, out / "pareto.png")
+    return results

@@ -1,0 +1,225 @@
+"""The sweep over (method, λ) points: generate, score, store each point as it finishes, resume from them.
+
+Point j of a method is ``samples`` responses to each of the n prompts, sample s of prompt i seeded
+``seed + s·n + i`` for every method (:func:`hoe.evaluation.paired.sample_seeds`), scored into a reward tensor
+(S, n, m). It is written, atomically, to ``OUT/points/<method>/<label>.json`` with the settings it was made
+with (its ``key``: prompts, decoding, seed, objectives and the models the method uses). A later sweep loads a
+finished point instead of recomputing it, and refuses one whose key differs from its own (unless allowed to
+redo such points), so results made with other settings are never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hoe.errors import ConfigError, raise_all
+from hoe.evaluation.methods import Method
+from hoe.evaluation.paired import sample_seeds
+from hoe.io.atomic import atomic_file, note
+from hoe.objectives import score_matrix
+
+POINT_FORMAT = "hoe-evaluation-point/1"
+_FIELDS = {"base": "model"}
+"""The option to change for a key that is not one itself (the base model comes with the bundle)."""
+
+
+@dataclass
+class Point:
+    """One (method, λ) point: rewards (S, n, m), responses [S][n], and what it cost."""
+
+    method: str
+    label: str
+    preference: list[float] | None
+    rewards: torch.Tensor
+    responses: list[list[str]]
+    tokens: int
+    seconds: float  # decoding time
+    setup_seconds: float  # e.g. merging the weights at λ
+    forward_passes_per_token: int
+
+    def per_prompt(self) -> torch.Tensor:
+        """(n, m): each prompt's rewards averaged over its samples."""
+        return self.rewards.double().mean(0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to sweep: (method name, label, λ) points, the settings shared by all, and each method's key."""
+
+    points: list[tuple[str, str, torch.Tensor | None]]
+    keys: dict[str, dict]  # method -> the settings its numbers depend on
+    samples: int
+    seed: int
+    batch_size: int
+
+
+def point_file(out: Path, method: str, label: str) -> Path:
+    return out / "points" / method / f"{label}.json"
+
+
+def load_finished(plan: Plan, out: Path, redo_changed: bool = False) -> dict[tuple[str, str], Point]:
+    """The finished points of ``plan`` stored under ``out``. Points made with other settings raise
+    :class:`ConfigError` naming each setting that differs, or are left out (to be redone) with ``redo_changed``."""
+    done, refused = {}, {}
+    for method, label, _ in plan.points:
+        path = point_file(out, method, label)
+        if not path.is_file():
+            continue
+        record = _read(path)
+        changed = _differences(record.get("key", {}), plan.keys[method])
+        if not changed:
+            done[(method, label)] = _from_record(record)
+        elif not redo_changed:
+            for field, old, new in changed:
+                refused.setdefault(_FIELDS.get(field, field), (method, old, new))
+    raise_all(
+        [
+            ConfigError(
+                f"{str(out)!r} holds {method} results made with other settings ({field} was {old!r}, now {new!r}).",
+                field=field,
+                value=new,
+                fix="Pass another out folder, or allow overwriting (points made with other settings are redone).",
+            )
+            for field, (method, old, new) in refused.items()
+        ]
+    )
+    return done
+
+
+def _read(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(
+            f"cannot read the stored point {str(path)!r} ({e}).",
+            field="out",
+            value=str(path.parents[2]),
+            fix="Delete that file (it is recomputed), or pass another out folder.",
+        ) from None
+    if record.get("format") != POINT_FORMAT:
+        raise ConfigError(
+            f"{str(path)!r} is not a point of hoe evaluate.",
+            field="out",
+            value=str(path.parents[2]),
+            fix="Pass another out folder.",
+        )
+    return record
+
+
+def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    return [(f, old.get(f), new.get(f)) for f in sorted(set(old) | set(new)) if old.get(f) != new.get(f)]
+
+
+def run_sweep(
+    plan: Plan,
+    methods: dict[str, Method],
+    prompts: Sequence[str],
+    objectives: Sequence,
+    out: Path,
+    done: dict[tuple[str, str], Point],
+    progress: bool = True,
+    on_method_done=None,
+) -> dict[str, list[Point]]:
+    """Every point of ``plan``, from ``done`` or computed (and stored), grouped by method in plan order.
+    ``on_method_done(name)`` runs after a method's last point (to free its models)."""
+    results: dict[str, list[Point]] = {name: [] for name, _, _ in plan.points}
+    bar = tqdm(total=len(plan.points), desc="evaluate", unit="point", disable=not progress)
+    try:
+        _sweep(plan, methods, prompts, objectives, out, done, bar, results, on_method_done)
+    except BaseException as e:
+        finished = sum(point_file(out, m, label).is_file() for m, label, _ in plan.points)
+        note(
+            e,
+            f"{finished} of {len(plan.points)} points are stored in {str(out)!r}; the same command resumes.",
+        )
+        raise
+    finally:
+        bar.close()
+    return results
+
+
+def _sweep(plan, methods, prompts, objectives, out, done, bar, results, on_method_done) -> None:
+    for j, (name, label, lam) in enumerate(plan.points):
+        bar.set_postfix_str(f"{name} {label}")
+        point = done.get((name, label))
+        if point is None:
+            point = compute_point(methods[name], name, label, lam, prompts, objectives, plan)
+            store_point(out, point, plan.keys[name])
+        results[name].append(point)
+        bar.update()
+        last = j + 1 == len(plan.points) or plan.points[j + 1][0] != name
+        if last and on_method_done is not None:
+            on_method_done(name)
+
+
+def compute_point(
+    method: Method,
+    name: str,
+    label: str,
+    lam: torch.Tensor | None,
+    prompts: Sequence[str],
+    objectives: Sequence,
+    plan: Plan,
+) -> Point:
+    n, m = len(prompts), len(objectives)
+    rewards = torch.zeros(plan.samples, n, m, dtype=torch.float32)  # (S, n, m)
+    responses: list[list[str]] = []
+    start = time.perf_counter()
+    method.prepare(lam)
+    setup, seconds, tokens = time.perf_counter() - start, 0.0, 0
+    for s in range(plan.samples):
+        texts: list[str] = []
+        for first in range(0, n, plan.batch_size):
+            chunk = list(prompts[first : first + plan.batch_size])
+            seeds = sample_seeds(s, n, range(first, first + len(chunk)), plan.seed)
+            t0 = time.perf_counter()
+            out = method.generate(chunk, lam, seeds)
+            seconds += time.perf_counter() - t0
+            tokens += out.tokens
+            rewards[s, first : first + len(chunk)] = score_matrix(objectives, chunk, out.texts)
+            texts += out.texts
+        responses.append(texts)
+    preference = None if lam is None else [float(x) for x in lam]
+    passes = method.forward_passes_per_token(lam)
+    return Point(name, label, preference, rewards, responses, tokens, seconds, setup, passes)
+
+
+def store_point(out: Path, point: Point, key: dict) -> None:
+    path = point_file(out, point.method, point.label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "format": POINT_FORMAT,
+        "method": point.method,
+        "label": point.label,
+        "preference": point.preference,
+        "key": key,
+        "rewards": point.rewards.tolist(),
+        "responses": point.responses,
+        "tokens": point.tokens,
+        "seconds": point.seconds,
+        "setup_seconds": point.setup_seconds,
+        "forward_passes_per_token": point.forward_passes_per_token,
+    }
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def _from_record(r: dict) -> Point:
+    return Point(
+        r["method"],
+        r["label"],
+        r["preference"],
+        torch.tensor(r["rewards"], dtype=torch.float32),
+        r["responses"],
+        int(r["tokens"]),
+        float(r["seconds"]),
+        float(r["setup_seconds"]),
+        int(r["forward_passes_per_token"]),
+    )
