@@ -9,7 +9,12 @@ decoding of exactly 48 new tokens, batch 1 and 8. Variants, run interleaved in o
 * ``hoe_rows_cell`` : a different λ per row, all inside that same cell (the same 3 experts);
 * ``hoe_rows_any``  : a different λ per row drawn anywhere on the simplex (their cells together reach all 6);
 * ``hoe_router``    : a second model with a router expert at the centre, λ at its anchor (per-token routing
-                      in every module, mixing the 3 midpoint experts).
+                      in every module, mixing the 3 midpoint experts);
+* ``rs``            : Rewarded Soups at (0.6, 0.25, 0.15): the single-objective deltas merged into the weights
+                      once (outside the timing), so one plain forward pass per token;
+* ``mod``           : MOD at (0.6, 0.25, 0.15) over the 3 single-objective models (base + each vertex expert's
+                      delta, merged): one forward pass per model and token, each with its own KV cache
+                      (:class:`hoe.evaluation.mod.Fusion`).
 
 HoE computes only the experts a call can reach, so its cost grows with that number: ``hoe_rows_cell`` vs
 ``hoe_one`` isolates the cost of per-row weights; ``hoe_rows_any`` adds the cost of reaching more experts.
@@ -29,6 +34,7 @@ import time
 import torch
 
 from hoe.backbones import SMOLLM2
+from hoe.evaluation.mod import Fusion
 from hoe.experts.targets import find_target_modules
 from hoe.io.adapters import LoraWeights
 from hoe.model.bundle import load_base_model
@@ -38,26 +44,50 @@ ANCHORS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.
 OBJECTIVES = ["relevance", "positivity", "brevity"]
 
 
-def hoe_model(rank: int, router: bool, seed: int = 0) -> HoEModel:
-    base = load_base_model(SMOLLM2)
+def expert_weights(rank: int, seed: int = 0) -> list[dict[str, LoraWeights]]:
+    """Random rank-``rank`` factors on every projection, one dict per anchor of ``ANCHORS``."""
+    modules = find_target_modules(load_base_model(SMOLLM2))
     g = torch.Generator().manual_seed(seed)
-    modules = find_target_modules(base)
-    experts, weights = [], []
-    for i, anchor in enumerate(ANCHORS):
-        experts.append(ExpertSpec(f"e{i}", tuple(float(a) for a in anchor)))
-        weights.append(
-            {
-                m.name: LoraWeights(
-                    A=0.01 * torch.randn(rank, m.in_features, generator=g),
-                    B=0.01 * torch.randn(m.out_features, rank, generator=g),
-                )
-                for m in modules
-            }
-        )
-    model = HoEModel(base, OBJECTIVES, experts, weights, SMOLLM2)
+    return [
+        {
+            m.name: LoraWeights(
+                A=0.01 * torch.randn(rank, m.in_features, generator=g),
+                B=0.01 * torch.randn(m.out_features, rank, generator=g),
+            )
+            for m in modules
+        }
+        for _ in ANCHORS
+    ]
+
+
+def hoe_model(rank: int, router: bool, seed: int = 0) -> HoEModel:
+    experts = [ExpertSpec(f"e{i}", tuple(float(a) for a in anchor)) for i, anchor in enumerate(ANCHORS)]
+    model = HoEModel(load_base_model(SMOLLM2), OBJECTIVES, experts, expert_weights(rank, seed), SMOLLM2)
     if router:
         model.add_router("centre", [1 / 3, 1 / 3, 1 / 3])
     return model.eval()
+
+
+def merged_model(parts: list[tuple[float, dict[str, LoraWeights]]]) -> torch.nn.Module:
+    """The base model with ``Σ λ B A`` of ``parts`` (λ, factors) added to its weights: a plain model."""
+    model = load_base_model(SMOLLM2)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name in parts[0][1]:
+            modules[name].weight += sum(lam * (w[name].B @ w[name].A) for lam, w in parts)
+    return model.eval()
+
+
+def mod_generate(models: list[tuple[float, torch.nn.Module]]):
+    """``generate`` of MOD over ``models`` (λ_i, model): the first generates, a fresh :class:`Fusion` per call
+    runs the others on the same tokens."""
+    (w0, first), others = models[0], models[1:]
+
+    def fn(ids: torch.Tensor, **kw) -> torch.Tensor:
+        fusion = Fusion(w0, others, torch.ones_like(ids))
+        return first.generate(ids, attention_mask=torch.ones_like(ids), logits_processor=[fusion], **kw)
+
+    return fn
 
 
 def timed(fn, ids: torch.Tensor, new_tokens: int, **kwargs) -> float:
@@ -80,6 +110,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = load_base_model(SMOLLM2)
     model, routed = hoe_model(args.rank, router=False), hoe_model(args.rank, router=True)
+    weights, lam = expert_weights(args.rank), [0.6, 0.25, 0.15]
+    rs = merged_model([(lam[i], weights[i]) for i in range(3)])
+    tuned = [merged_model([(1.0, weights[i])]) for i in range(3)]
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     any_pref = torch.distributions.Dirichlet(torch.ones(3)).sample((8,)).tolist()
@@ -91,6 +124,8 @@ def main() -> None:
         "hoe_rows_cell": lambda ids, **kw: model.generate(ids, preference=cell_pref[: ids.shape[0]], **kw),
         "hoe_rows_any": lambda ids, **kw: model.generate(ids, preference=any_pref[: ids.shape[0]], **kw),
         "hoe_router": lambda ids, **kw: routed.generate(ids, preference=[1 / 3, 1 / 3, 1 / 3], **kw),
+        "rs": lambda ids, **kw: rs.generate(ids, **kw),
+        "mod": mod_generate(list(zip(lam, tuned))),
     }
     results: dict[str, dict[str, float]] = {}
     for batch in (1, 8):

@@ -8,9 +8,10 @@
 4. `hoe merge`    -> multi-objective experts at the three edge midpoints (PCB-merging);
 5. `hoe build`    -> one HoE bundle (6 LoRA experts, preference routing, and the committed router experts of
    experts/smol3/routers/ when they fit these experts);
-6. generate for eval prompts at a few preferences and score each with the three offline objectives.
+6. `hoe evaluate` on a few eval prompts at the vertices, edge midpoints and centroid: HoE against Rewarded
+   Soups and MOD on the same prompts and seeds, with hypervolumes, the table and runs/demo/eval/pareto.png.
 
-Everything lands in runs/demo/ (replaced on every run). Prints a table of mean rewards per preference.
+Everything lands in runs/demo/ (replaced on every run).
 """
 
 from __future__ import annotations
@@ -22,16 +23,12 @@ from pathlib import Path
 
 import torch
 
-from hoe import build, extract, merge
+from hoe import EvaluateConfig, build, evaluate, extract, merge
 from hoe.backbones import SMOLLM2
-from hoe.data.prompts import load_prompts
 from hoe.errors import CheckpointError
 from hoe.experts.targets import find_target_modules
 from hoe.model.bundle import load_base_model
-from hoe.model.generation import generate_text, load_tokenizer
-from hoe.model.hoe_model import HoEModel
 from hoe.model.router_folder import ROUTER_MANIFEST
-from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ["relevance", "positivity", "brevity"]
@@ -63,6 +60,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "demo")
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--prompts", type=int, default=8, help="eval prompts to generate for")
+    ap.add_argument("--methods", default="hoe,rs,mod", help="methods of hoe evaluate to compare")
     args = ap.parse_args()
     torch.set_num_threads(2)
     start = time.perf_counter()
@@ -87,17 +85,26 @@ def main() -> None:
     print(f"router experts: {', '.join(p.name for p in routers) or 'none'}")
     print(f"bundle: {bundle}  ({time.perf_counter() - start:.0f} s so far)")
 
-    model = HoEModel.from_pretrained(bundle)
-    tokenizer = load_tokenizer(SMOLLM2)
-    prompts = [p.text for p in load_prompts("smol", "eval")[: args.prompts]]
-    objectives = build_objectives(OBJECTIVES, ObjectiveContext(tokenizer=tokenizer, max_new_tokens=48))
-    print(f"\n{'preference (rel, pos, brev)':<30}" + "".join(f"{o:>12}" for o in OBJECTIVES))
-    for pref in PREFERENCES:
-        responses = generate_text(model, tokenizer, prompts, list(pref), chat=True, max_new_tokens=48, seed=0)
-        rewards = score_matrix(objectives, prompts, responses)  # (n, m)
-        label = "(" + ", ".join(f"{p:.2f}" for p in pref) + ")"
-        print(f"{label:<30}" + "".join(f"{v:>12.3f}" for v in rewards.mean(0).tolist()))
-    print(f"\nexample at {label}: {prompts[0]!r} -> {responses[0]!r}")
+    print("\nreduced evaluation (BENCH.md §1 protocol on a few prompts and preferences): hoe vs rs vs mod")
+    results = evaluate(
+        EvaluateConfig(
+            model=str(bundle),
+            out=str(work / "eval"),
+            methods=args.methods,
+            limit=args.prompts,
+            grid=2,  # the vertices and edge midpoints
+            preference=["1,1,1"],  # and the centroid
+            samples=1,
+            overwrite=True,
+        ),
+        progress=False,
+    )
+    print("\n" + (work / "eval" / "results.md").read_text().split("\n## ")[0])
+    print(f"Pareto plot: {work / 'eval' / 'pareto.png'}; all numbers: {work / 'eval' / 'results.json'}")
+    hoe_points = results["methods"]["hoe"]["points"] if "hoe" in results["methods"] else []
+    for p in hoe_points:
+        label = ", ".join(f"{v:.2f}" for v in p["preference"].values())
+        print(f"hoe at ({label}): " + ", ".join(f"{o} {v:.3f}" for o, v in p["mean"].items()))
     print(f"done in {time.perf_counter() - start:.0f} s; artifacts in {work}")
 
 

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import typer
 
 from hoe.cli import app
-from hoe.cli.parsing import parse_named
+from hoe.cli.parsing import config_option, parse_named
 
 
 def _option(name: str, help: str):
-    """``--NAME`` with EvaluateConfig's default for the field: the CLI never types a default twice."""
     from hoe.evaluation.evaluate import EvaluateConfig
 
-    f = {f.name: f for f in dataclasses.fields(EvaluateConfig)}[name]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-    return typer.Option(default, help=help)
+    return config_option(EvaluateConfig, name, help)
 
 
 @app.command()

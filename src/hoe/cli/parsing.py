@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import typer
+
 from hoe.errors import ConfigError, bad_value, flag
 
 
@@ -20,3 +24,11 @@ def parse_named(items: list[str], field: str) -> dict[str, str]:
 
 def parse_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def config_option(config: type, name: str, help: str):
+    """``--NAME`` with the default of field ``name`` of the config dataclass ``config``: the CLI never types a
+    default twice."""
+    f = {f.name: f for f in dataclasses.fields(config)}[name]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return typer.Option(default, help=help)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import typer
 
 from hoe.cli import app
-from hoe.cli.parsing import parse_list
+from hoe.cli.parsing import config_option, parse_list
 
 
 @app.command("train-expert")
@@ -93,11 +92,9 @@ def train_expert(
 
 
 def _router_option(name: str, help: str):
-    """``--NAME`` with RouterConfig's default for the field: the CLI never types a default twice."""
     from hoe.training.router import RouterConfig
 
-    default = {f.name: f.default for f in dataclasses.fields(RouterConfig)}[name]
-    return typer.Option(default, help=help)
+    return config_option(RouterConfig, name, help)
 
 
 @app.command("train-router")
