@@ -3,9 +3,16 @@ linear soup, on the smol `eval` prompts.
 
 For each method, ``--samples`` responses per eval prompt (chat template, T = 0.7, 48 new tokens; sample s of
 prompt i seeded ``s * n + i`` for every method, so differences are paired by prompt and by seed), scored on the
-bundle's objectives. Reported per method: mean ± s.e. over prompts of each reward and of the Tchebycheff
-utility u = min_{λ_i>0} λ_i (r_i - z*_i) with the router's own z* (from its training record), and the
-utility of the mean rewards (what OMD maximises); and the paired difference HoE full − each other method.
+bundle's objectives. Reported per method, with the router's own z* (from its training record):
+
+* mean ± s.e. over prompts of each reward;
+* the Tchebycheff utility of the mean rewards, u(R̄) = min_{λ_i>0} λ_i (R̄_i - z*_i): what the router was
+  trained to maximise (Eq. 6 with R the expected reward; OMD drives it with batch means), with its s.e. from
+  a bootstrap over prompts (2000 resamples, the same for every method, so differences are paired);
+* the mean over prompts of each prompt's utility min_i λ_i (r_i - z*_i) (a different, noisier quantity: it
+  asks every prompt to be balanced);
+
+and the paired differences HoE full − each other method. The per-prompt rewards are kept in the JSON.
 
 * hoe       the bundle at λ: preference routing reaches the router expert (token-level mixing);
 * hoe-lora  the same LoRA experts mixed by preference routing over the LoRA anchors alone (no router);
@@ -30,6 +37,7 @@ from pathlib import Path
 import torch
 
 from hoe.data.prompts import load_prompts
+from hoe.evaluation.metrics import bootstrap_counts
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import mean_se, seeded_rewards
 from hoe.model.generation import load_tokenizer
@@ -38,6 +46,8 @@ from hoe.model.router_folder import attach_router
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 from hoe.scalarisation.tchebycheff import tchebycheff_utility
+
+BOOTSTRAP = 2000
 
 
 def main() -> None:
@@ -71,6 +81,8 @@ def main() -> None:
         matrices[name] = seeded_rewards(m, tokenizer, prompts, objectives, pref, args.samples, args.batch)
         utilities[name] = tchebycheff_utility(matrices[name], lam, z_star)  # (n,)
         print(f"{name}: done after {time.perf_counter() - start:.0f} s", flush=True)
+    counts = bootstrap_counts(len(prompts), BOOTSTRAP, seed=0)  # (B, n), shared: differences are paired
+    boot = {name: tchebycheff_utility(counts @ r / len(prompts), lam, z_star) for name, r in matrices.items()}
     report = {
         "router": router.name,
         "anchor": dict(zip(model.objectives, router.anchor)),
@@ -80,34 +92,43 @@ def main() -> None:
         "results": {
             name: {
                 **{o: mean_se(r[:, j]) for j, o in enumerate(model.objectives)},
-                "utility": mean_se(utilities[name]),
-                "utility_of_means": round(
-                    float(tchebycheff_utility(r.mean(0, keepdim=True), lam, z_star)), 4
-                ),
+                "utility": {
+                    "mean": round(float(tchebycheff_utility(r.mean(0, keepdim=True), lam, z_star)), 4),
+                    "se": round(float(boot[name].std()), 4),
+                },
+                "per_prompt_utility": mean_se(utilities[name]),
             }
             for name, r in matrices.items()
         },
         "hoe_minus": {
             name: {
                 **{o: mean_se(matrices["hoe"][:, j] - r[:, j]) for j, o in enumerate(model.objectives)},
-                "utility": mean_se(utilities["hoe"] - utilities[name]),
+                "utility": {
+                    "mean": round(
+                        float(tchebycheff_utility(matrices["hoe"].mean(0, keepdim=True), lam, z_star))
+                        - float(tchebycheff_utility(r.mean(0, keepdim=True), lam, z_star)),
+                        4,
+                    ),
+                    "se": round(float((boot["hoe"] - boot[name]).std()), 4),
+                },
+                "per_prompt_utility": mean_se(utilities["hoe"] - utilities[name]),
             }
             for name, r in matrices.items()
             if name != "hoe"
         },
+        "bootstrap": {"resamples": BOOTSTRAP, "seed": 0},
+        "per_prompt": {name: [[round(float(x), 6) for x in row] for row in r] for name, r in matrices.items()},
         "seconds": round(time.perf_counter() - start),
         "command": command_line(),
         "versions": versions(),
     }
     (where / "eval_router.json").write_text(json.dumps(report, indent=2) + "\n")
-    columns = [*model.objectives, "utility"]
-    header = (
-        "| method | " + " | ".join(columns) + " | utility of means |\n|---|" + "---|" * (len(columns) + 1)
-    )
+    columns = [*model.objectives, "utility", "per_prompt_utility"]
+    header = "| method | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
     print(f"\nrouter {router.name} at {report['anchor']}; z* {report['target_point']}\n\n{header}")
     for name, res in report["results"].items():
         cells = [f"{res[c]['mean']:.3f} ± {res[c]['se']:.3f}" for c in columns]
-        print(f"| {name} | " + " | ".join(cells) + f" | {res['utility_of_means']:.4f} |")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nHoE full − method, paired by prompt: mean ± s.e. (z)\n")
     for name, res in report["hoe_minus"].items():
         cells = [

@@ -23,7 +23,7 @@ def markdown(results: dict) -> str:
         f"{results['prompts']['n']} prompts ({cfg['prompts']}) × {cfg['samples']} samples, "
         f"temperature {cfg['temperature']:g}, {cfg['max_new_tokens']} new tokens, seed {cfg['seed']}. "
         f"Intervals: {boot['level']:.0%} bootstrap over prompts ({boot['resamples']} resamples, the same for "
-        f"every method). Best baseline (every method but hoe): {best or 'none'}.",
+        f"every method). Best baseline (every method but hoe and hoe-lora): {best or 'none'}.",
         "",
         f"| method | points | hypervolume [CI] | HV / {best or 'best baseline'} [CI] | Tchebycheff | "
         f"controllability ({', '.join(objectives)}) | tokens/s | passes/token |",

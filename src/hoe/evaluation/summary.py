@@ -2,8 +2,9 @@
 
 For each method: its points' mean reward vectors with standard errors over prompts, which are on its Pareto
 front, the hypervolume of the means above the reference point with a 95 % bootstrap interval over prompts,
-the ratio to the best baseline's hypervolume (every method but ``hoe``) with its interval, controllability
-and the mean Tchebycheff utility over the grid, and what decoding cost (tokens/s, forward passes per token).
+the ratio to the best baseline's hypervolume (every method but HoE and its ablation ``hoe-lora``) with its
+interval, controllability and the mean Tchebycheff utility over the grid, and what decoding cost (tokens/s,
+forward passes per token).
 
 The bootstrap draws prompt resamples once (fixed seed) and uses them for every method, so intervals and ratios
 are paired: a prompt that is hard for every method is hard in the same resamples.
@@ -32,7 +33,7 @@ from hoe.evaluation.metrics import (
 from hoe.evaluation.sweep import Point
 
 LEVEL = 0.95
-HOE = "hoe"
+NOT_BASELINES = ("hoe", "hoe-lora")  # HoE and HoE without its routers
 
 
 def summarise(
@@ -50,7 +51,7 @@ def summarise(
     methods, boots = {}, {}
     for name, pts in points.items():
         methods[name], boots[name] = _method(pts, kinds[name], grid, objectives, ref, counts)
-    baselines = [m for m in methods if m != HOE]
+    baselines = [m for m in methods if m not in NOT_BASELINES]
     best = max(baselines, key=lambda m: methods[m]["hypervolume"], default=None)
     for name, entry in methods.items():
         entry.update(_ratio(entry["hypervolume"], boots[name], best, methods, boots))
