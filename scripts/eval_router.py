@@ -40,9 +40,10 @@ from hoe.data.prompts import load_prompts
 from hoe.evaluation.metrics import bootstrap_counts
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import mean_se, seeded_rewards
+from hoe.io.atomic import atomic_file
 from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
-from hoe.model.router_folder import attach_router
+from hoe.model.router_folder import TRAINING_RECORD, attach_router
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 from hoe.scalarisation.tchebycheff import tchebycheff_utility
@@ -60,9 +61,13 @@ def main() -> None:
     args = ap.parse_args()
     start = time.perf_counter()
     where = args.router_folder or args.model
-    record = json.loads((where / "hoe_router_training.json").read_text())
+    if not (where / TRAINING_RECORD).is_file():
+        raise SystemExit(f"error: {where} has no {TRAINING_RECORD}: the router's z* comes from it")
+    record = json.loads((where / TRAINING_RECORD).read_text())
     model = HoEModel.from_pretrained(args.model)
-    if args.router_folder and record["router"] not in {r.name for r in model.routers}:
+    if args.router_folder:
+        if record["router"] in {r.name for r in model.routers}:
+            raise SystemExit(f"error: {args.model} has a router named {record['router']!r} already")
         attach_router(model, args.router_folder)  # refused unless these are the experts it was trained with
     router = next(r for r in model.routers if r.name == record["router"])
     lam = torch.tensor(router.anchor, dtype=torch.float64)
@@ -122,7 +127,8 @@ def main() -> None:
         "command": command_line(),
         "versions": versions(),
     }
-    (where / "eval_router.json").write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(where / "eval_router.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     columns = [*model.objectives, "utility", "per_prompt_utility"]
     header = "| method | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns)
     print(f"\nrouter {router.name} at {report['anchor']}; z* {report['target_point']}\n\n{header}")

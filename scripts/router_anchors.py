@@ -8,8 +8,10 @@ where routing has something to win. Reported per λ:
     u(λ, x)  = mean over prompts of  min_{i: λ_i > 0} λ_i (r_i(x) - z*_i)         (Tchebycheff utility)
     loss(λ)  = max_e u(λ, expert e) - u(λ, LoRA-only at λ)
 
-with z* from data as ``hoe train-router`` sets it by default (each objective's best mean among the
-single-objective experts plus 0.1 × its std over prompts). Measured on the first ``--prompts`` *train* prompts
+with z* from data in the spirit of ``hoe train-router``'s default (each objective's best mean among the
+single-objective experts plus 0.1 × its std over prompts, here pooled over all the bundle's experts). The
+ranking uses the mean of per-prompt utilities (``scripts/eval_router.py`` reports it beside the utility of
+the mean rewards, u(R̄), which is what a router maximises); the smol3 routers' second anchor was chosen by it. Measured on the first ``--prompts`` *train* prompts
 (one seeded sample each, the same seeds for every mixture) so that choosing anchors does not peek at the
 `eval` prompts the routers are judged on.
 
@@ -30,6 +32,7 @@ import torch
 from hoe.data.prompts import load_prompts
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import seeded_rewards
+from hoe.io.atomic import atomic_file
 from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
 from hoe.objectives import ObjectiveContext, build_objectives
@@ -99,7 +102,8 @@ def main() -> None:
         "versions": versions(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(args.out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
     print(
         f"\nz* {report['z_star']}\n\n| λ | u LoRA-only | best expert | u best | loss |\n|---|---|---|---|---|"
     )

@@ -174,3 +174,34 @@ def test_mod_decodes_greedily_at_temperature_zero(tiny):
         assert torch.equal(new[running, t], scores[running].argmax(-1))
     alone = [sample_ids(m, tokenizer, batch, None, 6, 0.0, None) for m in models]
     assert not (torch.equal(new, alone[0]) and torch.equal(new, alone[1]))  # the fusion is neither model
+
+
+def test_rs_refuses_adapters_that_train_more_than_lora_factors(tiny, tmp_path):
+    import json
+    import shutil
+
+    from hoe.errors import CheckpointError
+
+    for extra in ({"modules_to_save": ["lm_head"]}, {"bias": "lora_only"}):
+        folder = tmp_path / next(iter(extra))
+        shutil.copytree(tiny.adapters[0], folder)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, **extra}))
+        with pytest.raises(CheckpointError, match="trains more than LoRA factors") as e:
+            open_tuned("o", folder, Checkpoint(tiny.base))
+        assert e.value.field == "tuned"
+
+
+def test_the_bundle_digest_ignores_what_loading_does_not_read(tmp_path):
+    from hoe.evaluation.models import bundle_digest
+
+    (tmp_path / "experts" / "a").mkdir(parents=True)
+    (tmp_path / "hoe_bundle.json").write_text("{}")
+    (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"x")
+    before = bundle_digest(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "state.json").write_text("{}")
+    (tmp_path / "eval_router.json").write_text("{}")
+    assert bundle_digest(tmp_path) == before  # training checkpoints and reports beside it do not count
+    (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"y")
+    assert bundle_digest(tmp_path) != before

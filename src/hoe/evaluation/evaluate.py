@@ -28,7 +28,7 @@ import torch
 
 from hoe.errors import ConfigError, HoEError, OutputExistsError, bad_value, raise_all
 from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
-from hoe.evaluation.models import Models, digest, open_tuned_models, tuned_refs
+from hoe.evaluation.models import Models, bundle_digest, digest, open_tuned_models, tuned_refs
 from hoe.evaluation.sweep import Plan, load_finished, run_sweep
 from hoe.experts.extract import DTYPES
 from hoe.io.atomic import atomic_file, output_path
@@ -299,9 +299,10 @@ def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method
         "temperature": config.temperature,
         "chat": config.chat,
         "objective": inputs.specs,
+        "dtype": config.dtype,
     }
     if "model" in method.depends:
-        key["model"] = digest(config.model, content=True)
+        key["model"] = bundle_digest(config.model)
     if "base" in method.depends:
         key["base"] = digest(resolve_model_dir(models.base_ref, field="model"))
     if "tuned" in method.depends:

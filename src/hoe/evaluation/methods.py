@@ -78,8 +78,9 @@ class Method:
         return [(preference_label(lam), lam) for lam in grid]
 
     def prepare(self, lam: torch.Tensor | None) -> None:
-        """What λ needs before decoding, e.g. merging the weights; :meth:`generate` does it too when needed
-        (once per λ), so calling it first only separates its time from the decoding's."""
+        """What λ needs before decoding (loading the model, merging the weights); :meth:`generate` does it
+        too when needed (once per λ), so calling it first only keeps its time out of the decoding's."""
+        self.sizing_model(lam)
 
     def forward_passes_per_token(self, lam: torch.Tensor | None) -> int:
         return 1
@@ -119,7 +120,7 @@ def preference_label(lam: torch.Tensor) -> str:
 
 class _BundleMethod(Method):
     needs = frozenset({"bundle"})
-    depends = ("model",)
+    depends = ("model", "base")
 
     def sizing_model(self, lam):
         return self.models.bundle()
@@ -176,6 +177,10 @@ class MOD(Method):
 
     def forward_passes_per_token(self, lam):
         return int((lam > 0).sum())
+
+    def prepare(self, lam):
+        for i in torch.nonzero(lam > 0).flatten().tolist():
+            self.models.vertex(i)
 
     def sizing_model(self, lam):
         return self.models.vertex(int(torch.nonzero(lam > 0)[0]))

@@ -37,7 +37,7 @@ def tuned_refs(bundle: Path, manifest: dict, overrides: Mapping[str, str]) -> di
             f"names unknown objectives {unknown}.",
             field="tuned",
             value=dict(overrides),
-            fix=f"Name the bundle's objectives {objectives}, as objective=PATH.",
+            fix=f"Name the bundle's objectives {objectives}, each with the path of its tuned model.",
         )
     refs = {}
     for i, objective in enumerate(objectives):
@@ -52,7 +52,7 @@ def tuned_refs(bundle: Path, manifest: dict, overrides: Mapping[str, str]) -> di
                 f"the bundle records no tuned model for {objective!r} (its expert has no source).",
                 field="tuned",
                 value=dict(overrides),
-                fix=f"Pass the model tuned for it as {objective}=PATH (a model folder or a PEFT adapter).",
+                fix=f"Pass the model tuned for {objective!r} in tuned (a model folder or a PEFT adapter).",
             )
         path = Path(source).expanduser()
         refs[objective] = str(path.resolve()) if path.is_dir() else str(source)
@@ -80,7 +80,7 @@ def open_tuned_models(base_ref: str, refs: Mapping[str, str]) -> RewardedSoup:
                 f"the model tuned for {name!r}: {e.problem}",
                 field="tuned",
                 value=ref,
-                fix=e.fix or f"Pass it as {name}=PATH.",
+                fix=e.fix or f"Pass the model tuned for {name!r} in tuned.",
             ) from None
     return RewardedSoup(base, tuned)
 
@@ -161,4 +161,19 @@ def digest(folder: str | Path, content: bool = False) -> str:
         else:
             stat = p.stat()
             h.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
+    return h.hexdigest()[:16]
+
+
+def bundle_digest(folder: str | Path) -> str:
+    """The content id of what loading a bundle reads: its manifest, ``experts/`` and ``routers.safetensors``
+    (not training checkpoints or reports written beside them)."""
+    from hoe.model.bundle import MANIFEST, ROUTERS_FILE
+
+    root = Path(folder)
+    files = [root / MANIFEST, root / ROUTERS_FILE, *sorted((root / "experts").rglob("*"))]
+    h = hashlib.sha256()
+    for p in files:
+        if p.is_file() and p.suffix in {".safetensors", ".json"}:
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
     return h.hexdigest()[:16]

@@ -16,6 +16,7 @@ a few tensors in memory whatever the number of objectives (a 7B model merges in 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,7 @@ def open_tuned(name: str, ref: str | Path, base: Checkpoint) -> TunedModel:
     fine-tune holds every base tensor with its shape; an adapter's modules exist with its deltas' shapes."""
     folder = resolve_model_dir(ref, field="tuned")
     if is_peft_adapter(folder):
+        _check_lora_only(name, folder)
         adapter = read_adapter(folder, field="tuned")
         _check_adapter(name, folder, adapter, base)
         return TunedModel(name, folder, adapter=adapter)
@@ -80,6 +82,20 @@ def open_tuned(name: str, ref: str | Path, base: Checkpoint) -> TunedModel:
             fix="Pass a fine-tune (or a LoRA adapter) of the bundle's base model.",
         )
     return TunedModel(name, folder, checkpoint=ckpt)
+
+
+def _check_lora_only(name: str, folder: Path) -> None:
+    """Refuse adapters whose task vector is more than its LoRA factors (trained biases, saved modules): their
+    θ_i would be silently wrong."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    extra = {k: config.get(k) for k in ("modules_to_save", "bias") if config.get(k) not in (None, [], "none")}
+    if extra:
+        raise CheckpointError(
+            f"the {name!r} adapter {str(folder)!r} trains more than LoRA factors ({extra}).",
+            field="tuned",
+            value=str(folder),
+            fix="Merge it into a full checkpoint (PEFT merge_and_unload) and pass that folder.",
+        )
 
 
 def _check_adapter(name: str, folder: Path, adapter: dict[str, LoraWeights], base: Checkpoint) -> None:

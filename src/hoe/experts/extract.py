@@ -16,7 +16,7 @@ from hoe.experts.task_vectors import AdapterTaskVector, CheckpointTaskVector, Co
 from hoe.io.adapters import is_peft_adapter, write_adapter
 from hoe.io.atomic import atomic_children, check_children
 from hoe.io.checkpoint import Checkpoint
-from hoe.io.resolve import resolve_model_dir
+from hoe.io.resolve import resolve_model_dir, stored_ref
 from hoe.provenance import command_line, versions
 
 DEFAULT_SPARSITY = 0.2
@@ -71,7 +71,7 @@ def extract(
                 "kind": "single",
                 "anchor": {name: 1.0},
                 "base": str(base),
-                "source": str(tuned[name]),
+                "source": stored_ref(tuned[name]),  # a local folder as an absolute path
                 "source_kind": src.kind,
                 "rank": rank,
                 "sparsity": sparsities[name],

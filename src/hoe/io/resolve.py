@@ -66,3 +66,10 @@ def _download(repo_id: str, field: str) -> Path:
             fix="Pass a local folder, or check the id and your network (HF_HUB_OFFLINE=1 forbids downloads).",
         ) from None
     return Path(folder)
+
+
+def stored_ref(ref: str | Path) -> str:
+    """How a model reference is recorded: a local folder as an absolute path (found again from any
+    directory); a built-in name or a Hugging Face id as given."""
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_dir() else str(ref)

@@ -31,6 +31,7 @@ from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
 from hoe.io.adapters import LoraWeights, read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint
+from hoe.io.resolve import stored_ref
 from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.provenance import command_line, versions
@@ -209,8 +210,7 @@ def load_base_model(ref: str, dtype: torch.dtype = torch.float32) -> torch.nn.Mo
 def stored_base(ref: str | Path) -> str:
     """How a base reference is written in a manifest: a local folder as an absolute path (the bundle then
     loads from any directory); a built-in name or a Hugging Face id as given."""
-    path = Path(ref).expanduser()
-    return str(path.resolve()) if path.is_dir() else str(ref)
+    return stored_ref(ref)
 
 
 def bundle_base(stored: str, folder: Path) -> str:
