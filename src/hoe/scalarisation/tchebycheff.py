@@ -56,8 +56,8 @@ def omd_fixed_point(
 ) -> torch.Tensor:
     """Where OMD settles while R̄ stays put, ``softmax(η λ ⊙ (z* - R̄))`` on the support of λ: all (m,) -> (m,).
 
-    Near uniform means the rewards' gaps are small next to ``1 / η`` and Tchebycheff acts like the linear
-    scalarisation; e.g. λ = (1/3, 1/3, 1/3), gaps (0.10, 0.38, 0.21) and η = 3 give (0.29, 0.38, 0.32).
+    Near uniform means the rewards' gaps are small next to ``1 / η`` and the policy ascends a near-equal sum
+    of the objectives' advantages instead of the worst gap; e.g. λ = (1/3, 1/3, 1/3), gaps (0.10, 0.38, 0.21) and η = 3 give (0.29, 0.38, 0.32).
     """
     drive = torch.where(
         lam > 0, step_size * lam * (z_star - mean_reward), torch.full_like(lam, float("-inf"))

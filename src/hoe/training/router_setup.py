@@ -289,8 +289,8 @@ def _check_omd_scale(run: RouterRun, start: torch.Tensor) -> None:
         warnings.warn(
             HoEWarning(
                 f"at the initial policy's rewards OMD would settle at w = {[round(float(v), 3) for v in fixed]}, "
-                "close to uniform: the rewards' gaps to z* are small next to 1 / omd_step_size, so Tchebycheff "
-                "acts like the linear scalarisation. Raise the OMD step size (omd_step_size, e.g. 30 for rewards "
+                "close to uniform: the rewards' gaps to z* are small next to 1 / omd_step_size, so the policy "
+                "ascends a near-equal sum of the objectives' advantages, not their worst gap. Raise the OMD step size (omd_step_size, e.g. 30 for rewards "
                 "in [0, 1]) or rescale the rewards."
             ),
             stacklevel=2,
