@@ -7,7 +7,7 @@ sampling noise they share.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -18,6 +18,15 @@ from hoe.objectives import score_matrix
 def sample_seeds(sample: int, n: int, rows: range, seed: int = 0) -> list[int]:
     """Seeds of ``rows`` (prompt indices among n) for sample ``sample``: ``seed + sample * n + i``."""
     return [seed + sample * n + i for i in rows]
+
+
+def seeded_batches(n: int, samples: int, batch: int, seed: int = 0) -> Iterator[tuple[int, range, list[int]]]:
+    """The protocol's order of work: for each sample s, the prompts in batches of ``batch`` as
+    ``(s, rows, seeds)``, row i seeded ``seed + s·n + i`` (so results do not depend on the batching)."""
+    for s in range(samples):
+        for start in range(0, n, batch):
+            rows = range(start, min(start + batch, n))
+            yield s, rows, sample_seeds(s, n, rows, seed)
 
 
 def seeded_rewards(
@@ -34,14 +43,10 @@ def seeded_rewards(
     """(n, m): each prompt's rewards averaged over its ``samples`` seeded responses (chat template)."""
     n = len(prompts)
     total = torch.zeros(n, len(objectives), dtype=torch.float64)
-    for s in range(samples):
-        for start in range(0, n, batch):
-            chunk = list(prompts[start : start + batch])
-            seeds = sample_seeds(s, n, range(start, start + len(chunk)))
-            texts = generate_text(
-                model, tokenizer, chunk, preference, True, max_new_tokens, temperature, seeds
-            )
-            total[start : start + len(chunk)] += score_matrix(objectives, chunk, texts).double()
+    for _, rows, seeds in seeded_batches(n, samples, batch):
+        chunk = [prompts[i] for i in rows]
+        texts = generate_text(model, tokenizer, chunk, preference, True, max_new_tokens, temperature, seeds)
+        total[rows.start : rows.stop] += score_matrix(objectives, chunk, texts).double()
     return total / samples
 
 

@@ -1,7 +1,7 @@
 """The sweep over (method, λ) points: generate, score, store each point as it finishes, resume from them.
 
 Point j of a method is ``samples`` responses to each of the n prompts, sample s of prompt i seeded
-``seed + s·n + i`` for every method (:func:`hoe.evaluation.paired.sample_seeds`), scored into a reward tensor
+``seed + s·n + i`` for every method (:func:`hoe.evaluation.paired.seeded_batches`), scored into a reward tensor
 (S, n, m). It is written, atomically, to ``OUT/points/<method>/<label>.json`` with the settings it was made
 with (its ``key``: prompts, decoding, seed, objectives and the models the method uses). A later sweep loads a
 finished point instead of recomputing it, and refuses one whose key differs from its own (unless allowed to
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from hoe.errors import ConfigError, raise_all
 from hoe.evaluation.methods import Method
-from hoe.evaluation.paired import sample_seeds
+from hoe.evaluation.paired import seeded_batches
 from hoe.io.atomic import atomic_file, note
 from hoe.objectives import score_matrix
 
@@ -170,22 +170,18 @@ def compute_point(
 ) -> Point:
     n, m = len(prompts), len(objectives)
     rewards = torch.zeros(plan.samples, n, m, dtype=torch.float32)  # (S, n, m)
-    responses: list[list[str]] = []
     start = time.perf_counter()
     method.prepare(lam)
     setup, seconds, tokens = time.perf_counter() - start, 0.0, 0
-    for s in range(plan.samples):
-        texts: list[str] = []
-        for first in range(0, n, plan.batch_size):
-            chunk = list(prompts[first : first + plan.batch_size])
-            seeds = sample_seeds(s, n, range(first, first + len(chunk)), plan.seed)
-            t0 = time.perf_counter()
-            out = method.generate(chunk, lam, seeds)
-            seconds += time.perf_counter() - t0
-            tokens += out.tokens
-            rewards[s, first : first + len(chunk)] = score_matrix(objectives, chunk, out.texts)
-            texts += out.texts
-        responses.append(texts)
+    responses: list[list[str]] = [[] for _ in range(plan.samples)]
+    for s, rows, seeds in seeded_batches(n, plan.samples, plan.batch_size, plan.seed):
+        chunk = [prompts[i] for i in rows]
+        t0 = time.perf_counter()
+        out = method.generate(chunk, lam, seeds)
+        seconds += time.perf_counter() - t0
+        tokens += out.tokens
+        rewards[s, rows.start : rows.stop] = score_matrix(objectives, chunk, out.texts)
+        responses[s] += out.texts
     preference = None if lam is None else [float(x) for x in lam]
     passes = method.forward_passes_per_token(lam)
     return Point(name, label, preference, rewards, responses, tokens, seconds, setup, passes)
