@@ -98,7 +98,9 @@ def test_evaluate_end_to_end_from_the_cli(tiny, tmp_path, capsys):
         assert {"points", "hypervolume", "hypervolume_ci", "controllability", "tchebycheff",
                 "tokens_per_second", "forward_passes_per_token"} <= set(m), name  # fmt: skip
         lo, hi = m["hypervolume_ci"]
-        assert lo <= m["hypervolume"] <= hi and m["tokens_per_second"] > 0
+        assert lo <= m["hypervolume"] <= hi
+        all_copied = m["copied_points"] == len(m["points"])  # soup and experts here (see the test below)
+        assert m["tokens_per_second"] is None if all_copied else m["tokens_per_second"] > 0
         assert all(p["n"] == len(PROMPTS) and p["samples"] == 2 for p in m["points"])
     assert [len(methods[m]["points"]) for m in methods] == [
         3,
@@ -128,7 +130,8 @@ def test_rs_mod_and_the_expert_answer_identically_at_a_vertex(tiny, tmp_path):
     """Same model, same seeds: at λ = e_i the three give the same responses, for PEFT-adapter sources (the
     bundle's records) and for full fine-tunes (--tuned); between the vertices they differ."""
     for tuned, out in (({}, tmp_path / "adapters"), (tiny.full, tmp_path / "full")):
-        evaluate(config(tiny, out, methods="rs,mod,experts", grid=2, tuned=tuned), progress=False)
+        cfg = config(tiny, out, methods="rs,mod,experts", grid=2, tuned=tuned, reuse=False)  # all generated
+        evaluate(cfg, progress=False)
         rs, mod, experts = points(out, "rs"), points(out, "mod"), points(out, "experts")
         for vertex, name in (("1.0000-0.0000", "helpful"), ("0.0000-1.0000", "harmless")):
             assert rs[vertex]["responses"] == mod[vertex]["responses"] == experts[name]["responses"]
@@ -177,6 +180,43 @@ def test_resume_loads_every_finished_point_and_computes_only_the_rest(tiny, tmp_
     assert (
         resumed["methods"]["rs"]["points"] == first["methods"]["rs"]["points"]
     )  # paired seeds, same numbers
+
+
+def test_a_point_another_method_computes_identically_is_copied(tiny, tmp_path, count_generations):
+    """Two objectives, vertex experts and a router at the middle, grid 2: HoE reaches no router at the
+    vertices (so hoe-lora and soup are HoE there), soup is hoe-lora in the middle (the only LoRA experts are
+    the vertices), and mod and experts are rs at the vertices: 8 of 14 points are generated, and each copy
+    equals the point as generated on its own."""
+    methods = "hoe,hoe-lora,soup,rs,mod,experts"
+    fresh = evaluate(config(tiny, tmp_path / "all", methods=methods, grid=2, reuse=False), progress=False)
+    count_generations.clear()
+    reused = evaluate(config(tiny, tmp_path / "reuse", methods=methods, grid=2), progress=False)
+    per_point = 2  # samples x one batch of 4 prompts
+    assert len(count_generations) == 8 * per_point
+    copies = {
+        name: {p["label"]: p["copied_from"] for p in m["points"] if p["copied_from"]}
+        for name, m in reused["methods"].items()
+    }
+    v1, mid, v2 = "1.0000-0.0000", "0.5000-0.5000", "0.0000-1.0000"
+    assert copies == {
+        "hoe": {},
+        "hoe-lora": {v1: f"hoe/{v1}", v2: f"hoe/{v2}"},
+        "soup": {v1: f"hoe/{v1}", mid: f"hoe-lora/{mid}", v2: f"hoe/{v2}"},
+        "rs": {},
+        "mod": {v1: f"rs/{v1}", v2: f"rs/{v2}"},
+        "experts": {"helpful": f"rs/{v1}", "harmless": f"rs/{v2}"},
+    }
+    for name in copies:
+        a, b = points(tmp_path / "all", name), points(tmp_path / "reuse", name)
+        assert {k: (p["responses"], p["rewards"]) for k, p in a.items()} == {
+            k: (p["responses"], p["rewards"]) for k, p in b.items()
+        }
+        assert reused["methods"][name]["hypervolume"] == fresh["methods"][name]["hypervolume"]
+    assert reused["methods"]["experts"]["tokens_per_second"] is None  # nothing of it was decoded
+    assert reused["methods"]["soup"]["copied_points"] == 3
+    count_generations.clear()
+    evaluate(config(tiny, tmp_path / "reuse", methods=methods, grid=2), progress=False)  # resumes: all stored
+    assert count_generations == []
 
 
 @pytest.mark.parametrize(

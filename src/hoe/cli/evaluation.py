@@ -63,6 +63,11 @@ def evaluate(
     overwrite: bool = _option(
         "overwrite", help="Redo stored points made with other settings (without it they are refused)."
     ),
+    reuse: bool = _option(
+        "reuse",
+        help="Copy a point that another method computes identically (HoE where no router is reached and "
+        "HoE without routers; soup, RS and MOD at a vertex and the expert) instead of generating it again.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar over the (method, preference) points."),
 ) -> None:
     """Evaluate HoE against the baselines over a preference grid (BENCH.md §1) and write results.json,

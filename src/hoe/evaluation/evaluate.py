@@ -67,6 +67,7 @@ class EvaluateConfig:
     device: str = "auto"
     dtype: str = "float32"
     overwrite: bool = False  # redo stored points made with other settings (else they are refused)
+    reuse: bool = True  # copy a point another method computes identically instead of generating it again
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -283,6 +284,7 @@ def _setup(config: EvaluateConfig, inputs: _Inputs):
         samples=config.samples,
         seed=config.seed,
         batch_size=config.batch_size,
+        reuse=config.reuse,
     )
     return methods, objectives, plan, models
 

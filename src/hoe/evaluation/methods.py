@@ -85,6 +85,16 @@ class Method:
     def forward_passes_per_token(self, lam: torch.Tensor | None) -> int:
         return 1
 
+    def computes(self, lam: torch.Tensor | None) -> tuple | None:
+        """What the point at λ computes, when another method can compute exactly the same (the same model
+        weights through the same code, hence with the same seeds the same responses); None otherwise.
+
+        ``("lora", w)``: the bundle with fixed LoRA-expert weights w (float32 values), no router;
+        ``("tuned", λ)``: the tuned models merged at λ (RS; at a vertex, the tuned model itself). The sweep
+        copies a point whose value, and settings key, equal those of a point it already has.
+        """
+        return None
+
     def generate(self, prompts: Sequence[str], lam: torch.Tensor | None, seeds: Sequence[int]) -> Responses:
         """One response per prompt at λ, prompt i sampled with ``seeds[i]`` (chat template, the decoding of
         every method), and the number of new tokens."""
@@ -113,6 +123,12 @@ METHODS: Registry[type[Method]] = Registry("methods")
 """Method names -> :class:`Method` subclasses."""
 
 
+def _lora(weights: torch.Tensor) -> tuple:
+    """The ``computes`` value of the bundle run with fixed LoRA-expert weights (as float32, what the layers
+    use; see :meth:`HoEModel.mixture_context`)."""
+    return ("lora", tuple(weights.float().tolist()))
+
+
 def preference_label(lam: torch.Tensor) -> str:
     """A point's file-safe label: ``0.5000-0.2500-0.2500``."""
     return "-".join(f"{float(x):.4f}" for x in lam)
@@ -128,12 +144,21 @@ class _BundleMethod(Method):
 
 @METHODS.register("hoe")
 class HoE(_BundleMethod):
+    def computes(self, lam):
+        bundle = self.models.bundle()
+        w = bundle.routing_weights(lam)[0]  # (E + R,) over the LoRA experts, then the routers
+        e = len(bundle.experts)
+        return None if (w[e:] > 0).any() else _lora(w[:e])
+
     def sample(self, batch, lam, seeds):
         return self._sample_with(self.models.bundle(), batch, seeds, preference=lam)
 
 
 @METHODS.register("hoe-lora")
 class HoELoRA(_BundleMethod):
+    def computes(self, lam):
+        return _lora(lora_only_weights(self.models.bundle(), lam))
+
     def sample(self, batch, lam, seeds):
         bundle = self.models.bundle()
         return self._sample_with(FixedMixture(bundle, lora_only_weights(bundle, lam)), batch, seeds)
@@ -141,6 +166,9 @@ class HoELoRA(_BundleMethod):
 
 @METHODS.register("soup")
 class LinearSoup(_BundleMethod):
+    def computes(self, lam):
+        return _lora(self.models.bundle().soup_weights(lam))
+
     def sample(self, batch, lam, seeds):
         bundle = self.models.bundle()
         return self._sample_with(FixedMixture(bundle, bundle.soup_weights(lam)), batch, seeds)
@@ -150,6 +178,9 @@ class LinearSoup(_BundleMethod):
 class RewardedSoups(Method):
     needs = frozenset({"working"})
     depends = ("base", "tuned")
+
+    def computes(self, lam):
+        return ("tuned", tuple(float(x) for x in lam))
 
     def prepare(self, lam):
         self.models.working(lam.tolist())
@@ -177,6 +208,9 @@ class MOD(Method):
 
     def forward_passes_per_token(self, lam):
         return int((lam > 0).sum())
+
+    def computes(self, lam):  # one model with λ_i > 0 is sampled on its own (hoe.evaluation.mod)
+        return ("tuned", tuple(float(x) for x in lam)) if int((lam > 0).sum()) == 1 else None
 
     def prepare(self, lam):
         for i in torch.nonzero(lam > 0).flatten().tolist():

@@ -23,7 +23,9 @@ def markdown(results: dict) -> str:
         f"{results['prompts']['n']} prompts ({cfg['prompts']}) × {cfg['samples']} samples, "
         f"temperature {cfg['temperature']:g}, {cfg['max_new_tokens']} new tokens, seed {cfg['seed']}. "
         f"Intervals: {boot['level']:.0%} bootstrap over prompts ({boot['resamples']} resamples, the same for "
-        f"every method). Best baseline (every method but hoe and hoe-lora): {best or 'none'}.",
+        f"every method). Best baseline (every method but hoe and hoe-lora): {best or 'none'}. "
+        "Points in parentheses are copies of a point another method computes identically (same weights, same "
+        "seeds); tokens/s counts the generated points only.",
         "",
         f"| method | points | hypervolume [CI] | HV / {best or 'best baseline'} [CI] | Tchebycheff | "
         f"controllability ({', '.join(objectives)}) | tokens/s | passes/token |",
@@ -32,7 +34,7 @@ def markdown(results: dict) -> str:
     for name, m in results["methods"].items():
         rho = m["controllability"]
         lines.append(
-            f"| {name} | {len(m['points'])} | {_num(m['hypervolume'])} {_ci(m['hypervolume_ci'])} | "
+            f"| {name} | {_count(m)} | {_num(m['hypervolume'])} {_ci(m['hypervolume_ci'])} | "
             f"{_num(m['hypervolume_ratio'], 3)} {_ci(m['hypervolume_ratio_ci'], 3)} | {_num(m['tchebycheff'])} | "
             f"{', '.join(_num(rho[o], 2) for o in objectives) if rho else '-'} | "
             f"{_num(m['tokens_per_second'], 1)} | {_num(m['forward_passes_per_token'], 2)} |"
@@ -43,11 +45,18 @@ def markdown(results: dict) -> str:
         for p in m["points"]:
             cells = [f"{_num(p['mean'][o])} ± {_num(p['se'][o])}" for o in objectives]
             lines.append(
-                f"| {point_name(p, objectives)} | "
+                f"| {point_name(p, objectives)}"
+                + (f" (copy of {p['copied_from']})" if p.get("copied_from") else "")
+                + " | "
                 + " | ".join(cells)
                 + f" | {'yes' if p['pareto'] else ''} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _count(m: dict) -> str:
+    copied = m.get("copied_points", 0)
+    return f"{len(m['points'])} ({copied})" if copied else str(len(m["points"]))
 
 
 def point_name(p: dict, objectives: list[str]) -> str:

@@ -76,7 +76,8 @@ def _method(
         "hypervolume": _r(hv),
         "hypervolume_ci": [_r(x) for x in percentile_interval(boot, LEVEL)],
         **_preference_metrics(kind, pts, means, grid, ref, objectives),
-        "tokens": sum(p.tokens for p in pts),
+        "tokens": sum(p.tokens for p in pts),  # generated: a copied point (sweep.copy_point) has none
+        "copied_points": sum(p.copied_from is not None for p in pts),
         "generation_seconds": _r(seconds),
         "setup_seconds": _r(sum(p.setup_seconds for p in pts)),
         "tokens_per_second": _r(sum(p.tokens for p in pts) / seconds) if seconds > 0 else None,
@@ -111,6 +112,7 @@ def _point(p: Point, mean, se, n: int, pareto: bool, objectives: Sequence[str]) 
         "samples": p.rewards.shape[0],
         "pareto": pareto,
         "forward_passes_per_token": p.forward_passes_per_token,
+        "copied_from": p.copied_from,
     }
 
 

@@ -6,6 +6,12 @@ Point j of a method is ``samples`` responses to each of the n prompts, sample s 
 with (its ``key``: prompts, decoding, seed, objectives and the models the method uses). A later sweep loads a
 finished point instead of recomputing it, and refuses one whose key differs from its own (unless allowed to
 redo such points), so results made with other settings are never mixed in.
+
+Two methods can compute the same thing at a point: HoE where no router is reached is HoE without routers,
+and at a vertex the linear soup is that LoRA expert, and RS and MOD are that tuned model
+(:meth:`Method.computes`). With ``reuse`` the sweep then copies the point it has (its responses and rewards:
+the same model and seeds give the same ones) instead of generating it again; the copy records
+``copied_from`` and no decoding time, so that tokens/s counts only what was generated.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ class Point:
     seconds: float  # decoding time
     setup_seconds: float  # e.g. merging the weights at λ
     forward_passes_per_token: int
+    copied_from: str | None = None  # "method/label" of the point whose responses this one reuses
 
     def per_prompt(self) -> torch.Tensor:
         """(n, m): each prompt's rewards averaged over its samples."""
@@ -58,6 +65,7 @@ class Plan:
     samples: int
     seed: int
     batch_size: int
+    reuse: bool = True  # copy a point that another method computes identically (Method.computes)
 
 
 def point_file(out: Path, method: str, label: str) -> Path:
@@ -146,12 +154,20 @@ def run_sweep(
 
 
 def _sweep(plan, methods, prompts, objectives, out, done, bar, results, on_method_done) -> None:
+    computed: dict[tuple, Point] = {}  # (what a point computes, its settings key) -> the point
     for j, (name, label, lam) in enumerate(plan.points):
         bar.set_postfix_str(f"{name} {label}")
         point = done.get((name, label))
+        same = methods[name].computes(lam) if plan.reuse else None
+        identity = None if same is None else (same, json.dumps(plan.keys[name], sort_keys=True))
         if point is None:
-            point = compute_point(methods[name], name, label, lam, prompts, objectives, plan)
+            if identity in computed:
+                point = copy_point(computed[identity], name, label, lam, methods[name])
+            else:
+                point = compute_point(methods[name], name, label, lam, prompts, objectives, plan)
             store_point(out, point, plan.keys[name])
+        if identity is not None:
+            computed.setdefault(identity, point)
         results[name].append(point)
         bar.update()
         last = j + 1 == len(plan.points) or plan.points[j + 1][0] != name
@@ -187,6 +203,16 @@ def compute_point(
     return Point(name, label, preference, rewards, responses, tokens, seconds, setup, passes)
 
 
+def copy_point(source: Point, name: str, label: str, lam: torch.Tensor | None, method: Method) -> Point:
+    """``source``'s responses and rewards as the point (name, label), which computes the same."""
+    preference = None if lam is None else [float(x) for x in lam]
+    passes = method.forward_passes_per_token(lam)
+    origin = source.copied_from or f"{source.method}/{source.label}"
+    return Point(
+        name, label, preference, source.rewards.clone(), source.responses, 0, 0.0, 0.0, passes, origin
+    )
+
+
 def store_point(out: Path, point: Point, key: dict) -> None:
     path = point_file(out, point.method, point.label)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +228,7 @@ def store_point(out: Path, point: Point, key: dict) -> None:
         "seconds": point.seconds,
         "setup_seconds": point.setup_seconds,
         "forward_passes_per_token": point.forward_passes_per_token,
+        "copied_from": point.copied_from,
     }
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
@@ -218,4 +245,5 @@ def _from_record(r: dict) -> Point:
         float(r["seconds"]),
         float(r["setup_seconds"]),
         int(r["forward_passes_per_token"]),
+        r.get("copied_from"),
     )
