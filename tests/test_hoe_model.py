@@ -222,11 +222,10 @@ def test_expert_gate_is_a_mixture_per_token(bundle):
     layer = next(iter(model.layers.values()))
     x = torch.randn(2, 5, layer.in_features)
     # LoRA anchors only: 0.6 helpful + 0.4 mid, the same for every token
-    assert torch.allclose(
-        layer.expert_gate(x, model.routing_context([0.8, 0.2])), torch.tensor([0.6, 0.0, 0.4])
-    )
-    ctx = model.routing_context([0.4, 0.6])  # between the router (0.3, 0.7) and mid: per-token mixtures
-    gate = layer.expert_gate(x, ctx)
+    with model.calling(model.routing_context([0.8, 0.2])):
+        assert torch.allclose(layer.mixed_gate(x), torch.tensor([0.6, 0.0, 0.4]))
+    with model.calling(model.routing_context([0.4, 0.6])):  # between router (0.3, 0.7) and mid: per token
+        gate = layer.mixed_gate(x)
     assert gate.shape == (2, 5, 3) and (gate >= 0).all()
     torch.testing.assert_close(gate.sum(-1), torch.ones(2, 5))
     assert not torch.allclose(gate[0, 0], gate[0, 1])  # a trained (here random) router differs by token

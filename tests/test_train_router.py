@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from hoe import HoEModel, build
 from hoe.errors import CheckpointError
+from hoe.model.layer import HoELinear
 from hoe.training.router import RouterConfig, train_router
 from hoe.training.router_setup import setup
 
@@ -86,9 +87,17 @@ def cli_args(tiny, out, **kw) -> list[str]:
 
 
 def tensors(model: HoEModel) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer (the LoRA factors are non-persistent buffers), with each router's slice."""
+    """Every parameter and buffer (the LoRA factors are non-persistent buffers), with each router's slice;
+    not the layers' per-call state, rewritten by every call (HoELinear.CALL_STATE; W's rows of ``stacked``
+    are the base weights, which are here)."""
     out = {f"p.{n}": p.detach().clone() for n, p in model.named_parameters()}
-    out.update({f"b.{n}": b.detach().clone() for n, b in model.named_buffers()})
+    out.update(
+        {
+            f"b.{n}": b.detach().clone()
+            for n, b in model.named_buffers()
+            if n.rpartition(".")[2] not in HoELinear.CALL_STATE
+        }
+    )
     for name in [k for k in out if k.endswith(("router_weight", "router_bias"))]:
         for r, part in enumerate(out.pop(name)):
             out[f"{name}[{r}]"] = part

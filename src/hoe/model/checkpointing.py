@@ -1,11 +1,10 @@
 """Activation checkpointing that keeps the routing of the call it recomputes.
 
 Checkpointing drops a block's activations in the forward pass and recomputes them in the backward pass. By
-then :meth:`HoEModel.forward` has returned and left its ``routing()`` context, and on GPUs the backward pass
-runs in autograd's own threads, which never see the forward's context variable: an HoE layer recomputed there
-would find no preference. So each checkpointed block captures the routing of its call and re-enters it for the
-recomputation (with an empty memo, so that every tensor derived from the routing weights is rebuilt exactly as
-in the original forward: non-reentrant checkpointing checks that the recomputed tensors match).
+then :meth:`HoEModel.forward` has returned and its gates are gone from the layers (or another call's are
+there), and on GPUs the backward pass runs in autograd's own threads. So each checkpointed block captures the
+routing of its call and re-enters it (:meth:`HoEModel.calling`) for the recomputation, which then computes
+exactly what the original forward did.
 
 The blocks are the entries of the base model's list of transformer layers (``model.layers`` for Llama,
 ``transformer.h`` for GPT-2): the outermost ``nn.ModuleList`` whose entries all hold HoE layers. This needs no
@@ -20,7 +19,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from hoe.model.context import current_routing, routing
 from hoe.model.layer import HoELinear
 
 _WRAPPED = "_hoe_checkpointed"
@@ -38,12 +36,13 @@ def _holds_hoe(block: nn.Module) -> bool:
     return any(isinstance(m, HoELinear) for m in block.modules())
 
 
-def enable(model: nn.Module) -> int:
-    """Checkpoint every block of ``model`` (when gradients are enabled); return how many blocks."""
-    blocks = transformer_blocks(model)
+def enable(model) -> int:
+    """Checkpoint every block of the :class:`HoEModel` ``model`` (when gradients are enabled); return how
+    many blocks."""
+    blocks = transformer_blocks(model.base_model)
     for block in blocks:
         if not getattr(block, _WRAPPED, False):
-            block.forward = _checkpointed(block.forward)  # an instance attribute: hooks stay outside
+            block.forward = _checkpointed(block.forward, model)  # an instance attribute: hooks stay outside
             setattr(block, _WRAPPED, True)
     return len(blocks)
 
@@ -55,14 +54,18 @@ def disable(model: nn.Module) -> None:
             setattr(block, _WRAPPED, False)
 
 
-def _checkpointed(forward: Callable) -> Callable:
+def _checkpointed(forward: Callable, model) -> Callable:
     def run(*args, **kwargs):
-        ctx = current_routing()
+        ctx = model._call
         if not torch.is_grad_enabled() or ctx is None:
             return forward(*args, **kwargs)
+        first = [True]
 
         def replay(*inner):
-            with routing(ctx.fresh()):
+            if first[0]:  # the forward pass itself, inside the call
+                first[0] = False
+                return forward(*inner, **kwargs)
+            with model.calling(ctx):  # the recomputation, after the call
                 return forward(*inner, **kwargs)
 
         return checkpoint(replay, *args, use_reentrant=False)

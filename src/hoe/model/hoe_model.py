@@ -12,7 +12,9 @@ single-objective experts (:meth:`HoEModel.soup_weights`), which is the KL refere
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from torch import nn
 from hoe.errors import ConfigError, ShapeMismatchError
 from hoe.experts.targets import linear_modules
 from hoe.io.adapters import LoraWeights
-from hoe.model.context import RoutingContext, routing
+from hoe.model.context import RoutingContext
 from hoe.model.layer import HoELinear
 from hoe.model.preference_routing import PreferenceRouting
 from hoe.model.router import nearest_experts
@@ -73,6 +75,8 @@ class HoEModel(nn.Module):
         self.routers: list[RouterSpec] = []
         self._router_masks = torch.zeros(0, len(self.experts), dtype=torch.bool)  # (R, E) experts per router
         self.base_ref = base_ref
+        self._call_lock = threading.RLock()  # one call at a time writes its gates into the layers
+        self._call: RoutingContext | None = None  # the call in progress
         for p in base_model.parameters():
             p.requires_grad_(False)
         self.layers = self._wrap(expert_weights)
@@ -110,17 +114,11 @@ class HoEModel(nn.Module):
     def routing_context(
         self, preference: PreferenceLike | Sequence[PreferenceLike], batch_size: int | None = None
     ) -> RoutingContext:
-        w1 = self.routing_weights(preference, batch_size)
-        device = self.base_model.get_input_embeddings().weight.device
+        """w⁽¹⁾ of a call at ``preference`` (one for the batch or one per row), split into LoRA-expert and
+        router-expert weights (on the CPU: the layers copy what they need when the call starts)."""
+        w1 = self.routing_weights(preference, batch_size).float()
         e = len(self.experts)
-        used = torch.nonzero((w1[:, e:] > 0).any(0)).flatten()
-        reachable = (w1[:, :e] > 0).any(0) | self._router_masks[used].any(0)  # (E,)
-        return RoutingContext(
-            lora=w1[:, :e].float().to(device),
-            routers=w1[:, e:][:, used].float().to(device),
-            router_ids=used.to(device),
-            active_experts=torch.nonzero(reachable).flatten().to(device),
-        )
+        return RoutingContext(lora=w1[:, :e], routers=w1[:, e:])
 
     def mixture_context(
         self, expert_weights: torch.Tensor | Sequence[float] | dict[str, float]
@@ -147,13 +145,7 @@ class HoEModel(nn.Module):
                 value=w.tolist(),
                 fix=f"Give one weight per LoRA expert {names}.",
             )
-        device = self.base_model.get_input_embeddings().weight.device
-        return RoutingContext(
-            lora=w.to(device),
-            routers=w.new_zeros(w.shape[0], 0).to(device),
-            router_ids=torch.zeros(0, dtype=torch.long, device=device),
-            active_experts=torch.nonzero((w > 0).any(0)).flatten().to(device),
-        )
+        return RoutingContext(lora=w, routers=w.new_zeros(w.shape[0], len(self.routers)))
 
     def vertex_experts(self) -> list[int]:
         """For each objective i, the index of the first LoRA expert whose anchor is the vertex e_i."""
@@ -202,7 +194,7 @@ class HoEModel(nn.Module):
         ``preference`` is required unless ``expert_weights`` (see :meth:`mixture_context`) replaces routing;
         ``None`` raises :class:`~hoe.errors.PreferenceError` listing the objectives.
         """
-        with routing(self._context(preference, expert_weights, args, kwargs)):
+        with self.calling(self._context(preference, expert_weights, args, kwargs)):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
@@ -211,11 +203,48 @@ class HoEModel(nn.Module):
         *args,
         preference: PreferenceLike | Sequence[PreferenceLike] | None = None,
         expert_weights: torch.Tensor | Sequence[float] | dict[str, float] | None = None,
+        compile=False,
         **kwargs,
     ):
-        """``transformers`` generation (KV cache, sampling, beams...) at ``preference`` (or ``expert_weights``)."""
-        with routing(self._context(preference, expert_weights, args, kwargs)):
+        """``transformers`` generation (KV cache, sampling, beams...) at ``preference`` (or ``expert_weights``).
+
+        ``compile=True`` decodes with a static KV cache and the decode step compiled whole
+        (``torch.compile(fullgraph=True)``; on a GPU with CUDA graphs, ``mode="reduce-overhead"``): the same
+        tokens as eager decoding, after a first call that compiles (once per batch shape and routing mode).
+        A ``transformers.CompileConfig`` instead of True chooses the compilation (backend, mode).
+        """
+        ctx = self._context(preference, expert_weights, args, kwargs).repeated(_expansion(kwargs))
+        if compile:
+            kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
+        with self.calling(ctx):
             return self.base_model.generate(*args, **kwargs)
+
+    @contextmanager
+    def calling(self, ctx: RoutingContext) -> Iterator[RoutingContext]:
+        """Write ``ctx``'s gates into every HoE layer for the duration of one call (calls from several
+        threads take turns: the layers hold one call's gates at a time)."""
+        with self._call_lock:
+            mode = ctx.mode
+            for layer in self.layers.values():
+                layer.begin(ctx.lora, ctx.routers, mode)
+            outer, self._call = self._call, ctx
+            try:
+                yield ctx
+            finally:
+                self._call = outer
+                for layer in self.layers.values():
+                    if outer is None:
+                        layer.end()
+                    else:  # a nested call (checkpoint recomputation inside a call): restore the outer one
+                        layer.begin(outer.lora, outer.routers, outer.mode)
+
+    def merge_single_preference(self, enable: bool = True) -> None:
+        """Opt-in, for users with the memory for a second copy of every adapted weight: a call with one λ
+        and no router decodes on W + Σ_j g_j B_j A_j merged once per call, at exactly the base model's cost."""
+        for layer in self.layers.values():
+            layer.merge = enable
+            if not enable:
+                layer.merged_weight = None
 
     def activation_checkpointing(self, enable: bool = True) -> int:
         """Recompute each transformer block's activations in the backward pass (less memory, one more forward);
@@ -226,7 +255,7 @@ class HoEModel(nn.Module):
         if not enable:
             checkpointing.disable(self.base_model)
             return 0
-        return checkpointing.enable(self.base_model)
+        return checkpointing.enable(self)
 
     # ----- router experts -------------------------------------------------------------------------------------
     def add_router(
@@ -304,6 +333,26 @@ def _check_fits(expert: str, module: str, w: LoraWeights | None, target: nn.Modu
         field="base",
         fix="The base model does not match its experts; pass the base model they were made from.",
     )
+
+
+def compiled_decoding(base_model: nn.Module, config=None) -> dict:
+    """``generate`` options for a compiled decode step: a static KV cache and ``torch.compile(fullgraph=True)``
+    (CUDA graphs on a GPU; plain inductor elsewhere, which ``transformers`` would otherwise not compile), or
+    the given ``CompileConfig``."""
+    from transformers import CompileConfig
+
+    if config is None:
+        cuda = next(base_model.parameters()).device.type == "cuda"
+        config = CompileConfig(fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else "default")
+    config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    return {"cache_implementation": "static", "compile_config": config}
+
+
+def _expansion(kwargs: dict) -> int:
+    """How many rows ``generate`` makes of each input row: beams, or samples per prompt."""
+    config = kwargs.get("generation_config")
+    get = lambda k: kwargs.get(k, getattr(config, k, None)) or 1  # noqa: E731
+    return int(get("num_beams")) if int(get("num_beams")) > 1 else int(get("num_return_sequences"))
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int | None:

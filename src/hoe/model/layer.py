@@ -3,45 +3,51 @@
     y = W x + Σ_j w⁽²⁾_j(x) · B_j A_j x,      w⁽²⁾(x) = Σ_k w⁽¹⁾_k · η_k(x)
 
 where an anchor k that is a LoRA expert contributes its one-hot vector and a router expert its mixture η_k(x).
-The experts are stored stacked, A: (Σr, in) and B: (out, Σr), so the mixture costs two matmuls whatever E is:
+The experts are stored stacked, A: (Σr, in) and B: (out, Σr); each rank row has a gate g, its expert's w⁽²⁾.
 
-    h = A x            (…, Σr)
-    h = h ⊙ g          g: each expert's gate repeated over its rank rows
-    y = W x + B h
+**Decoding cost.** Decoding is launch-bound (BENCH.md §3), so the layer computes what a call needs in the
+fewest tensor ops per token. W, A and the routers' weights (R·E, in) live in one buffer ``stacked`` (the base
+layer's weight is a view of its first rows, so nothing is stored twice), and a call's gates are written into
+the layer once, when the call starts (:meth:`HoELinear.begin`). Per token, beyond the base matmul:
 
-Experts may have different ranks; an expert absent from this module has zero rows here.
+==============================  ==================================================================  ======
+mode                            computation                                                         ops
+==============================  ==================================================================  ======
+``one``: one gate, no router    [W; g⊙A] x in one matmul (g folded into A when the call starts),    +1
+                                then y = Wx + B h in one addmm
+``merged`` (opt-in)             W + B diag(g) A merged into a working copy of W once per call       +0
+``rows``: a gate per row        [W; A] x, h ⊙ g_row, addmm                                          +2
+``routers``                     [W; A; W_R] x + [b; 0; b_R] (masked router scores are −∞ in the     +4
+                                bias), softmax per router, g = g_lora + η · M (one baddbmm, M mixes
+                                the routers' w⁽¹⁾ and expands experts to rank rows), h ⊙ g, addmm
+==============================  ==================================================================  ======
+
+The per-call state is fixed tensors refreshed in place, so ``torch.compile(fullgraph=True)`` captures a
+decode step whole (:class:`~hoe.model.hoe_model.HoEModel` serialises calls so that two never share them).
+With gradients flowing into the routers (router training) the layer runs the reference computation instead,
+which reads the routers' parameters directly: :meth:`HoELinear.reference_forward`, the definition every fast
+path is tested against. A base layer that is not a plain ``nn.Linear`` (GPT-2's ``Conv1D``, a quantised
+layer) keeps its own forward and ``stacked`` holds only the expert and router rows.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hoe.io.adapters import LoraWeights
-from hoe.model.context import RoutingContext, current_routing
 from hoe.model.router import router_mixture
 
-
-@dataclass
-class CallPlan:
-    """One layer's factors and gates for one call: the reachable experts' rank rows only (r of Σr)."""
-
-    A: torch.Tensor  # (r, in)
-    B: torch.Tensor  # (out, r)
-    where: torch.Tensor  # (r,) position of each rank row's expert among the reachable ones
-    lora_gate: torch.Tensor  # (B, 1, E') weights of LoRA-expert anchors
-    rank_gate: torch.Tensor | None = None  # (B, 1, r) when no router is used
-    router_weight: torch.Tensor | None = None  # (R, E', in)
-    router_bias: torch.Tensor | None = None  # (R, E')
-    router_mask: torch.Tensor | None = None  # (R, E') bool
-    router_mix: torch.Tensor | None = None  # (B, R) w⁽¹⁾ of the routers
+MODES = ("one", "merged", "rows", "routers")
 
 
 class HoELinear(nn.Module):
-    """Wraps a base ``nn.Linear`` or GPT-2 ``Conv1D`` (never touching its weight) with E LoRA experts."""
+    """Wraps a base ``nn.Linear`` or GPT-2 ``Conv1D`` (never changing its weight's values) with E LoRA experts."""
+
+    CALL_STATE = ("stacked", "stacked_bias", "merged_weight", "call_gate", "call_mix")
+    """Buffers every call rewrites from the experts, the routers and its gates (W's rows of ``stacked`` aside,
+    which are the base weight): derived state, not the model's."""
 
     def __init__(self, base_layer: nn.Module, experts: list[LoraWeights | None], num_routers: int = 0):
         super().__init__()
@@ -52,89 +58,196 @@ class HoELinear(nn.Module):
         self.num_experts = len(experts)
         ranks = [0 if w is None else w.rank for w in experts]
         self.layout = tuple(ranks)
+        self.rank = sum(ranks)
         present = [w for w in experts if w is not None]
-        a = torch.cat([w.A for w in present]) if present else weight.new_zeros(0, self.in_features)
-        b = torch.cat([w.B for w in present], 1) if present else weight.new_zeros(self.out_features, 0)
+        a = torch.cat([w.A for w in present]) if present else torch.zeros(0, self.in_features)
+        b = torch.cat([w.B for w in present], 1) if present else torch.zeros(self.out_features, 0)
         self.register_buffer("lora_A", a.to(weight), persistent=False)  # (Σr, in)
         self.register_buffer("lora_B", b.to(weight), persistent=False)  # (out, Σr)
-        owner = torch.repeat_interleave(torch.arange(len(ranks)), torch.tensor(ranks, dtype=torch.long))
-        self.register_buffer("rank_owner", owner, persistent=False)  # (Σr,) expert of each rank row
+        owner = [e for e, r in enumerate(ranks) for _ in range(r)]
+        self.register_buffer(
+            "rank_owner", torch.tensor(owner, dtype=torch.long, device=weight.device), persistent=False
+        )  # (Σr,) expert of each rank row
+        expand = torch.zeros(self.num_experts, self.rank)
+        expand[owner, range(self.rank)] = 1.0
+        self.register_buffer("expand", expand.to(weight), persistent=False)  # (E, Σr) expert -> its rank rows
         self.router_weight = nn.Parameter(weight.new_zeros(num_routers, self.num_experts, self.in_features))
         self.router_bias = nn.Parameter(weight.new_ones(num_routers, self.num_experts))
         self.register_buffer(
-            "router_active", torch.ones(num_routers, self.num_experts, dtype=torch.bool), persistent=False
+            "router_active",
+            torch.ones(num_routers, self.num_experts, dtype=torch.bool, device=weight.device),
+            persistent=False,
         )
+        # a plain nn.Linear is fused: its weight becomes the first rows of `stacked`
+        self.fused = type(base_layer) is nn.Linear
+        self.mode: str | None = None  # set by begin(), for the call in progress
+        self._a_scaled = False  # whether stacked's A rows hold g ⊙ A (mode "one")
+        self.merge = False  # opt-in: mode "one" runs on a merged working copy of W
+        self.call_lora = self.call_routers = None  # (Bw, E), (Bw, R) float32: the reference path's gates
+        self.register_buffer("merged_weight", None, persistent=False)
+        self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, Σr)
+        self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, Σr)
+        self._stack()
 
+    # ----- storage ------------------------------------------------------------------------------------------
     @property
     def num_routers(self) -> int:
         return self.router_weight.shape[0]
 
+    @property
+    def _lead(self) -> int:
+        """Rows of ``stacked`` before the expert rows: W's when fused."""
+        return self.out_features if self.fused else 0
+
+    def _stack(self) -> None:
+        """(Re)build ``stacked`` = [W (fused only); A; router weights] and its bias [b or 0; 0; router bias]."""
+        w = self.base_layer.weight
+        r, n = self.rank, self.num_routers * self.num_experts
+        stacked = w.new_empty(self._lead + r + n, self.in_features)
+        bias = w.new_zeros(self._lead + r + n)
+        base_bias = getattr(self.base_layer, "bias", None)
+        with torch.no_grad():
+            if self.fused:
+                stacked[: self._lead] = w
+                if base_bias is not None:
+                    bias[: self._lead] = base_bias
+            stacked[self._lead : self._lead + r] = self.lora_A
+            stacked[self._lead + r :] = self.router_weight.reshape(n, self.in_features)
+        self.register_buffer("stacked", stacked, persistent=False)
+        self.register_buffer("stacked_bias", bias, persistent=False)
+        self.has_bias = self.fused and base_bias is not None
+        self._a_scaled = False
+        self._link()
+
+    def _link(self) -> None:
+        """Make the base layer's weight a view of ``stacked``'s first rows (one copy of W in memory)."""
+        if self.fused:
+            self.base_layer.weight = nn.Parameter(self.stacked[: self.out_features], requires_grad=False)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.half()``…: move everything, then view W in the moved ``stacked`` again."""
+        super()._apply(fn, recurse)
+        self._link()
+        return self
+
+    # ----- the call ---------------------------------------------------------------------------------------
+    def begin(self, lora: torch.Tensor, routers: torch.Tensor, mode: str) -> None:
+        """Write one call's gates into the layer (once per call, for every token it decodes).
+
+        ``lora``: (Bw, E) float32 weights w⁽¹⁾ of the LoRA-expert anchors; ``routers``: (Bw, R) of the router
+        experts (0 for the unused ones); ``mode``: ``one`` (Bw = 1, no router weight), ``rows`` (no router
+        weight) or ``routers``. No device sync: nothing here reads a value back.
+        """
+        device, dtype = self.lora_A.device, self.lora_A.dtype
+        lora, routers = lora.to(device), routers.to(device)
+        self.call_lora, self.call_routers = lora, routers
+        lead, r = self._lead, self.rank
+        gate = lora[:, self.rank_owner]  # (Bw, Σr) float32
+        with torch.no_grad():
+            if mode == "one":
+                self.stacked[lead : lead + r] = self.lora_A * gate[0, :, None].to(dtype)
+                self._a_scaled = True
+                if self.merge and self.fused:
+                    mode = "merged"
+                    merged = self._buffer("merged_weight", (self.out_features, self.in_features))
+                    merged.copy_(self.stacked[: self.out_features])
+                    merged.addmm_(self.lora_B * gate[0].to(dtype), self.lora_A)
+            else:
+                if self._a_scaled:
+                    self.stacked[lead : lead + r] = self.lora_A
+                    self._a_scaled = False
+                self._buffer("call_gate", (gate.shape[0], 1, r)).copy_(gate[:, None, :])
+            if mode == "routers":
+                n = self.num_routers * self.num_experts
+                self.stacked[lead + r :] = self.router_weight.reshape(n, self.in_features)
+                masked = self.router_bias.masked_fill(~self.router_active, float("-inf"))
+                self.stacked_bias[lead + r :] = masked.reshape(n)
+                mix = routers[:, :, None, None] * self.expand  # (Bw, R, E, Σr)
+                self._buffer("call_mix", (routers.shape[0], n, r)).copy_(mix.reshape(-1, n, r))
+        self.mode = mode
+
+    def end(self) -> None:
+        self.mode = None
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A per-call buffer of ``shape``, reused (and written in place) while its shape stays the same, so
+        that a compiled step, CUDA graphs included, keeps reading the same memory."""
+        t = getattr(self, name)
+        if t is None or tuple(t.shape) != shape:
+            t = self.lora_A.new_empty(shape)
+            setattr(self, name, t)
+        return t
+
+    # ----- forward ----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base_layer(x)
-        ctx = current_routing()
-        if ctx is None:
+        mode = self.mode
+        if mode is None:
             raise RuntimeError(
                 "HoELinear called outside HoEModel.forward/generate: no preference is set (for activation "
                 "checkpointing, use HoEModel.activation_checkpointing, which keeps the routing)."
             )
-        plan = ctx.memo(("plan", id(self), x.shape[0], x.dtype), lambda: self.plan(ctx, x.shape[0], x.dtype))
-        if plan.A.shape[0] == 0:
-            return y
-        if plan.router_weight is None:
-            gate = plan.rank_gate  # (B, 1, r): the same for every token
+        if self.rank == 0:
+            return self.base_layer(x)
+        if torch.is_grad_enabled() and self.router_weight.requires_grad and mode == "routers":
+            return self.reference_forward(x)  # the routers train: their gradients need their parameters
+        if mode == "merged":
+            return F.linear(x, self.merged_weight, self.base_layer.bias)
+        lead, r = self._lead, self.rank
+        if mode == "routers":
+            z = F.linear(x, self.stacked, self.stacked_bias)
         else:
-            eta = router_mixture(x, plan.router_weight, plan.router_bias, plan.router_mask)  # (B, T, R, E')
-            mixed = plan.lora_gate + (plan.router_mix[:, None, :, None] * eta).sum(-2)  # (B, T, E')
-            gate = mixed[..., plan.where]  # (B, T, r)
-        h = F.linear(x, plan.A) * gate
-        return y + F.linear(h, plan.B)
+            z = F.linear(
+                x, self.stacked[: lead + r], self.stacked_bias[: lead + r] if self.has_bias else None
+            )
+        h = z[..., lead : lead + r]
+        if mode == "routers":
+            scores = z[..., lead + r :]
+            e = self.num_experts
+            eta = torch.softmax(scores.unflatten(-1, (-1, e)), dim=-1).flatten(-2)  # (B, T, R·E)
+            mix = self.call_mix
+            if mix.shape[0] != eta.shape[0]:
+                mix = mix.expand(eta.shape[0], -1, -1) if mix.shape[0] == 1 else _rows(mix, eta.shape[0])
+            h = h * torch.baddbmm(self.call_gate, eta, mix)
+        elif mode == "rows":
+            gate = self.call_gate
+            h = h * (gate if gate.shape[0] in (1, h.shape[0]) else _rows(gate, h.shape[0]))
+        y = z[..., :lead] if self.fused else self.base_layer(x)
+        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.lora_B.t())
+        return out.view(*x.shape[:-1], self.out_features)
 
-    def plan(self, ctx: RoutingContext, batch: int, dtype: torch.dtype) -> CallPlan:
-        """What this call needs, computed once per call (``generate`` reuses it for every new token).
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = W x + B (g(x) ⊙ A x) with g from the call's gates and the routers' parameters, op by op.
 
-        Only the experts the call can reach are kept (E' of E: those with a LoRA-anchor weight or in a used
-        router's active set), so their rank rows alone are multiplied: a λ inside one Delaunay cell of a
-        3-objective lattice touches 3 of 6 experts and costs half the LoRA work.
-        """
-        active = ctx.active_experts  # (E',) sorted expert indices
-        if active.numel() == self.num_experts:
-            a, b, where = self.lora_A, self.lora_B, self.rank_owner
+        W is read through ``.data`` when fused: :meth:`begin` rewrites other rows of ``stacked`` (never W's),
+        and a saved view of W must not fail autograd's version check when a later call does so before this
+        call's backward pass (activation checkpointing recomputes after other calls ran)."""
+        if self.fused:
+            y = F.linear(x, self.stacked.data[: self.out_features], self.base_layer.bias)
         else:
-            rows = torch.isin(self.rank_owner, active).nonzero().flatten()
-            a, b = self.lora_A[rows], self.lora_B[:, rows]
-            where = torch.searchsorted(active, self.rank_owner[rows])  # rank row -> position in `active`
-        lora_gate = ctx.rows("lora", batch)[:, active].to(dtype)[:, None, :]  # (B, 1, E')
-        if ctx.router_ids.numel() == 0:
-            return CallPlan(a, b, where, lora_gate, rank_gate=lora_gate[..., where])
-        ids = ctx.router_ids
-        return CallPlan(
-            a,
-            b,
-            where,
-            lora_gate,
-            router_weight=self.router_weight[ids][:, active],  # (R, E', in)
-            router_bias=self.router_bias[ids][:, active],
-            router_mask=self.router_active[ids][:, active],
-            router_mix=ctx.rows("routers", batch).to(dtype),  # (B, R)
-        )
+            y = self.base_layer(x)
+        gate = self.mixed_gate(x)[..., self.rank_owner]  # (B, 1 or T, Σr)
+        return y + F.linear(F.linear(x, self.lora_A) * gate, self.lora_B)
 
-    def expert_gate(self, x: torch.Tensor, ctx: RoutingContext) -> torch.Tensor:
-        """w⁽²⁾(x) over all E experts: (B, 1 or T, E) (for inspection and tests, not the hot path)."""
-        plan = self.plan(ctx, x.shape[0], x.dtype)
-        gate = plan.lora_gate
-        if plan.router_weight is not None:
-            eta = router_mixture(x, plan.router_weight, plan.router_bias, plan.router_mask)
-            gate = gate + (plan.router_mix[:, None, :, None] * eta).sum(-2)
-        full = gate.new_zeros(*gate.shape[:-1], self.num_experts)
-        full[..., ctx.active_experts] = gate
-        return full
+    def mixed_gate(self, x: torch.Tensor) -> torch.Tensor:
+        """w⁽²⁾(x) over the E experts for the call in progress: (B, 1 or T, E) (reference path, inspection)."""
+        lora, routers = self.call_lora, self.call_routers
+        batch = x.shape[0]
+        if lora.shape[0] not in (1, batch):
+            lora, routers = _rows(lora, batch), _rows(routers, batch)
+        gate = lora[:, None, :].to(x.dtype)
+        if self.mode == "routers":
+            eta = router_mixture(x, self.router_weight, self.router_bias, self.router_active)  # (B, T, R, E)
+            gate = gate + (routers[:, None, :, None].to(x.dtype) * eta).sum(-2)
+        return gate
 
+    # ----- experts and routers ------------------------------------------------------------------------------
     def add_router(self, active: torch.Tensor) -> None:
         """Append one router (W = 0, b = 1: uniform over ``active`` (E,) bool experts)."""
         w, b = self.router_weight, self.router_bias
         self.router_weight = nn.Parameter(torch.cat([w.data, w.new_zeros(1, *w.shape[1:])]))
         self.router_bias = nn.Parameter(torch.cat([b.data, b.new_ones(1, b.shape[1])]))
         self.router_active = torch.cat([self.router_active, active.to(self.router_active)[None]])
+        self._stack()
 
     def expert_weights(self, e: int) -> LoraWeights | None:
         """Expert ``e``'s factors in this module (None if it does not adapt it)."""
@@ -145,3 +258,9 @@ class HoELinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.layout}, routers={self.num_routers}"
+
+
+def _rows(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per-preference rows repeated for a batch that ``generate`` expanded (samples, beams): row i of Bw
+    becomes rows i·k … i·k + k − 1, k = batch / Bw."""
+    return t.repeat_interleave(batch // t.shape[0], dim=0)
