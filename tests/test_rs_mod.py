@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -193,15 +194,25 @@ def test_rs_refuses_adapters_that_train_more_than_lora_factors(tiny, tmp_path):
 
 
 def test_the_bundle_digest_ignores_what_loading_does_not_read(tmp_path):
+    """Two parts, so that attaching or retraining routers keeps the points of the methods without them."""
     from hoe.evaluation.models import bundle_digest
 
+    def manifest(**kw):
+        entries = {"base": "b", "objectives": ["x", "y"], "experts": [{"name": "a"}], "routers": []}
+        (tmp_path / "hoe_bundle.json").write_text(json.dumps({**entries, "command": "hoe build", **kw}))
+
     (tmp_path / "experts" / "a").mkdir(parents=True)
-    (tmp_path / "hoe_bundle.json").write_text("{}")
+    manifest()
     (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"x")
-    before = bundle_digest(tmp_path)
+    before = {part: bundle_digest(tmp_path, part) for part in ("experts", "routers")}
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "state.json").write_text("{}")
     (tmp_path / "eval_router.json").write_text("{}")
-    assert bundle_digest(tmp_path) == before  # training checkpoints and reports beside it do not count
+    manifest(command="hoe build --router-from r")  # how it was built is not what it is
+    assert {p: bundle_digest(tmp_path, p) for p in before} == before
+    manifest(routers=[{"name": "r"}])
+    (tmp_path / "routers.safetensors").write_bytes(b"r")
+    assert bundle_digest(tmp_path, "experts") == before["experts"] != bundle_digest(tmp_path, "routers")
+    assert bundle_digest(tmp_path, "routers") != before["routers"]
     (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"y")
-    assert bundle_digest(tmp_path) != before
+    assert bundle_digest(tmp_path, "experts") != before["experts"]

@@ -86,6 +86,17 @@ def test_two_steps_move_only_lora_parameters(tiny, tmp_path):
     assert any("lora_B" in n for n in moved)
 
 
+def test_a_bf16_base_trains_float32_lora_weights(tiny, tmp_path):
+    run = setup(config(tiny, tmp_path / "x", base_dtype="bfloat16"))
+    dtypes = {("lora" if "lora_" in n else "base"): p.dtype for n, p in run.model.named_parameters()}
+    assert dtypes == {"lora": torch.float32, "base": torch.bfloat16}
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
+    train_step(run, 0)
+    train_step(run, 1)
+    moved = {n for n, p in run.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert any("lora_B" in n for n in moved)
+
+
 def test_micro_batches_of_whole_groups_give_the_same_step(tiny, tmp_path):
     grads = []
     for micro in (6, 3):  # one chunk vs one chunk per prompt group (K = 3)

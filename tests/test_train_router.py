@@ -4,6 +4,7 @@ the artifact, fingerprints and refused options."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -122,6 +123,17 @@ def test_one_step_moves_the_new_router_and_the_value_heads_only(tiny, tmp_path):
     assert any("router_weight" in n for n in moved) and any("router_bias" in n for n in moved)
     assert all(not torch.equal(p, heads[n]) for n, p in run.value_heads.named_parameters())
     assert metrics["step"] == 1 and {"utility", "kl", "clip_frac", "approx_kl", "w_helpful"} <= set(metrics)
+
+
+def test_over_a_bf16_bundle_the_router_trains_in_float32(tiny, tmp_path):
+    run = setup(config(tiny, tmp_path / "x", dtype="bfloat16"))
+    layer = next(iter(run.model.layers.values()))
+    assert layer.lora_A.dtype == layer.stacked.dtype == torch.bfloat16
+    assert {p.dtype for p in run.model.router_parameters()} == {torch.float32}
+    before = [p.detach().clone() for p in run.model.router_parameters()]
+    metrics = run.train_step(0)
+    assert math.isfinite(metrics["utility"])
+    assert any(not torch.equal(a, p) for a, p in zip(before, run.model.router_parameters()))
 
 
 def test_the_reference_is_the_linear_soup_and_the_start_is_calibrated(tiny, tmp_path):

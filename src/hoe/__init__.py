@@ -2,7 +2,7 @@
 
 Conventions (stated once, see :mod:`hoe.conventions`): objectives are maximised, a preference λ lies on the
 simplex, reward matrices are ``n x m``. Each ``hoe`` command is a thin layer over the function of the same
-name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`train_expert`, :func:`train_router`,
+name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`export`, :func:`serve`, :func:`train_expert`, :func:`train_router`,
 :func:`evaluate`.
 """
 
@@ -21,9 +21,11 @@ from hoe.evaluation.evaluate import EvaluateConfig, evaluate
 from hoe.experts.extract import extract
 from hoe.experts.merge import merge
 from hoe.model.build import build
+from hoe.model.export import export
 from hoe.model.generation import generate, load_tokenizer
 from hoe.model.hoe_model import HoEModel
 from hoe.model.router_folder import save_router
+from hoe.server import serve
 from hoe.training import ExpertConfig, RouterConfig, train_expert, train_router
 
 __version__ = "0.1.0"
@@ -31,11 +33,13 @@ __all__ = [
     "HoEModel",
     "build",
     "evaluate",
+    "export",
     "extract",
     "generate",
     "load_tokenizer",
     "merge",
     "save_router",
+    "serve",
     "train_expert",
     "train_router",
     "ExpertConfig",

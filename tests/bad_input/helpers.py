@@ -24,7 +24,9 @@ def snapshot(path: Path) -> dict[str, bytes] | None:
         return None
     if path.is_file():
         return {".": path.read_bytes()}
-    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(path.rglob("*"))}
+    return {
+        str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"<dir>" for p in sorted(path.rglob("*"))
+    }
 
 
 def assert_refused(code: int, err: str, flag: str) -> None:

@@ -84,7 +84,9 @@ def merge(
     scale: float | None = typer.Option(None, help=option_help("scale")),
     svd: str = typer.Option("auto", help="SVD solver: auto, full or randomized (int ranks only)."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new expert is complete)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace --out if it exists (once the new expert is complete)."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Merge LoRA experts at a preference into one multi-objective LoRA expert (merge on full deltas, then SVD)."""

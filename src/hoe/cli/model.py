@@ -68,7 +68,9 @@ def build(
         help="A trained router folder (hoe save-router) to attach; refused unless the experts are the ones "
         "it was trained with.",
     ),
-    overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new bundle is complete)."),
+    overwrite: bool = typer.Option(
+        False, help="Replace --out if it exists (once the new bundle is complete)."
+    ),
 ) -> None:
     """Assemble LoRA experts into an HoE bundle (manifest + PEFT adapters + routers)."""
     folders, anchors = {}, {}
@@ -89,6 +91,25 @@ def save_router(
 ) -> None:
     """Write one trained router expert to its own folder, to attach with hoe build --router-from."""
     typer.echo(f"router: {save_router_folder(model, name, out, overwrite)}")
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., help="HoE bundle folder (from `hoe build`)."),
+    preference: str = typer.Option(
+        ..., help="The one trade-off to export: relevance=0.6,positivity=0.4 or 0.6,0.4,0.0."
+    ),
+    out: Path = typer.Option(..., help="Output folder: a plain Hugging Face checkpoint with its tokenizer."),
+    dtype: str | None = typer.Option(
+        None, help="Saved weights dtype: float32, bfloat16 or float16 (default: the base checkpoint's)."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new one is complete)."),
+) -> None:
+    """Merge the LoRA experts at one preference into the base weights: a checkpoint that transformers, vLLM
+    or TGI load as is (router experts are left out: token-level routing needs `hoe serve`)."""
+    from hoe.model.export import export as export_checkpoint
+
+    typer.echo(f"checkpoint: {export_checkpoint(model, preference, out, dtype, overwrite)}")
 
 
 @app.command()

@@ -57,6 +57,10 @@ def train_expert(
     ),
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
     dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
+    base_dtype: str = typer.Option(
+        "float32",
+        help="The frozen base model is loaded in: float32, bfloat16 or float16 (LoRA trains in float32).",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a single-objective LoRA expert (RLOO with a KL penalty to the base model)."""
@@ -86,6 +90,7 @@ def train_expert(
         overwrite=overwrite,
         device=device,
         dtype=dtype,
+        base_dtype=base_dtype,
     )
     folder = run(config, progress=progress)
     typer.echo(f"expert written to {folder}")

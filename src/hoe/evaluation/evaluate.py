@@ -266,7 +266,7 @@ def _check_out(out: str) -> Path:
 
 
 def _setup(config: EvaluateConfig, inputs: _Inputs):
-    from hoe.model.generation import load_tokenizer
+    from hoe.model.generation import eos_token_ids, load_tokenizer
     from hoe.objectives import ObjectiveContext, build_objectives
 
     models = Models(Path(config.model), inputs.manifest, inputs.soup, DTYPES[config.dtype], inputs.device)
@@ -276,7 +276,7 @@ def _setup(config: EvaluateConfig, inputs: _Inputs):
     )
     objectives = build_objectives(inputs.specs, context)
     decoding = Decoding(config.chat, config.max_new_tokens, config.temperature)
-    eos = _eos_ids(models.base_ref, tokenizer)
+    eos = eos_token_ids(models.base_ref, tokenizer)
     methods: dict[str, Method] = {m: METHODS[m](models, tokenizer, decoding, eos) for m in config.methods}
     plan = Plan(
         points=[(name, label, lam) for name, m in methods.items() for label, lam in m.points(inputs.grid)],
@@ -303,8 +303,9 @@ def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method
         "objective": inputs.specs,
         "dtype": config.dtype,
     }
-    if "model" in method.depends:
-        key["model"] = bundle_digest(config.model)
+    for part in ("experts", "routers"):
+        if part in method.depends:
+            key[part] = bundle_digest(config.model, part)
     if "base" in method.depends:
         key["base"] = digest(resolve_model_dir(models.base_ref, field="model"))
     if "tuned" in method.depends:
@@ -314,20 +315,6 @@ def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method
 
 def prompts_digest(prompts: list[str]) -> str:
     return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
-
-
-def _eos_ids(base_ref: str, tokenizer) -> list[int]:
-    from transformers import GenerationConfig
-
-    from hoe.io.resolve import resolve_model_dir
-
-    ids = {tokenizer.eos_token_id} - {None}
-    try:
-        eos = GenerationConfig.from_pretrained(str(resolve_model_dir(base_ref, "model"))).eos_token_id
-    except OSError:  # no generation_config.json
-        eos = None
-    ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
-    return sorted(ids)
 
 
 def _write_results(config, inputs: _Inputs, plan: Plan, methods, points, seconds: float) -> dict:

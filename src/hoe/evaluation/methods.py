@@ -63,7 +63,8 @@ class Method:
 
     ``kind``: ``grid`` (a point per λ of the grid), ``constant`` (one point; λ is ignored) or ``vertices`` (a
     point per objective, at e_i). ``needs``: the kinds of :class:`Models` it loads. ``depends``: what its
-    numbers depend on besides the prompts and decoding (``model``: the bundle, ``base``, ``tuned``).
+    numbers depend on besides the prompts and decoding (``experts``: the bundle's LoRA experts and anchors,
+    ``routers``: its router experts, ``base``, ``tuned``).
     """
 
     kind: ClassVar[str] = "grid"
@@ -136,7 +137,7 @@ def preference_label(lam: torch.Tensor) -> str:
 
 class _BundleMethod(Method):
     needs = frozenset({"bundle"})
-    depends = ("model", "base")
+    depends = ("experts", "base")  # without routers: attaching or retraining them keeps these points
 
     def sizing_model(self, lam):
         return self.models.bundle()
@@ -144,6 +145,8 @@ class _BundleMethod(Method):
 
 @METHODS.register("hoe")
 class HoE(_BundleMethod):
+    depends = ("experts", "routers", "base")
+
     def computes(self, lam):
         bundle = self.models.bundle()
         w = bundle.routing_weights(lam)[0]  # (E + R,) over the LoRA experts, then the routers

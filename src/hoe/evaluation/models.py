@@ -164,14 +164,20 @@ def digest(folder: str | Path, content: bool = False) -> str:
     return h.hexdigest()[:16]
 
 
-def bundle_digest(folder: str | Path) -> str:
-    """The content id of what loading a bundle reads: its manifest, ``experts/`` and ``routers.safetensors``
-    (not training checkpoints or reports written beside them)."""
+def bundle_digest(folder: str | Path, part: str) -> str:
+    """The content id of what loading one part of a bundle reads: ``experts`` (the base, objectives and
+    expert entries of the manifest, and ``experts/``) or ``routers`` (the router entries and
+    ``routers.safetensors``); not the manifest's command, training checkpoints or reports beside them."""
     from hoe.model.bundle import MANIFEST, ROUTERS_FILE
 
     root = Path(folder)
-    files = [root / MANIFEST, root / ROUTERS_FILE, *sorted((root / "experts").rglob("*"))]
-    h = hashlib.sha256()
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))  # validated when the bundle loads
+    if part == "experts":
+        entries = {k: manifest.get(k) for k in ("base", "objectives", "experts")}
+        files = sorted((root / "experts").rglob("*"))
+    else:
+        entries, files = {"routers": manifest.get("routers")}, [root / ROUTERS_FILE]
+    h = hashlib.sha256(json.dumps(entries, sort_keys=True).encode())
     for p in files:
         if p.is_file() and p.suffix in {".safetensors", ".json"}:
             h.update(str(p.relative_to(root)).encode())

@@ -32,7 +32,7 @@ from hoe.io.atomic import atomic_file, note
 from hoe.objectives import score_matrix
 
 POINT_FORMAT = "hoe-evaluation-point/1"
-_FIELDS = {"base": "model"}
+_FIELDS = {"base": "model", "experts": "model", "routers": "model"}
 """The option to change for a key that is not one itself (the base model comes with the bundle)."""
 
 
@@ -154,20 +154,26 @@ def run_sweep(
 
 
 def _sweep(plan, methods, prompts, objectives, out, done, bar, results, on_method_done) -> None:
-    computed: dict[tuple, Point] = {}  # (what a point computes, its settings key) -> the point
+    def identity(name, lam) -> tuple | None:
+        same = methods[name].computes(lam) if plan.reuse else None
+        return None if same is None else (same, _settings(plan.keys[name]))
+
+    computed: dict[tuple, Point] = {}  # (what a point computes, its settings) -> a point that has it
+    for name, label, lam in plan.points if plan.reuse else ():
+        if (name, label) in done and (key := identity(name, lam)) is not None:
+            computed.setdefault(key, done[(name, label)])
     for j, (name, label, lam) in enumerate(plan.points):
         bar.set_postfix_str(f"{name} {label}")
         point = done.get((name, label))
-        same = methods[name].computes(lam) if plan.reuse else None
-        identity = None if same is None else (same, json.dumps(plan.keys[name], sort_keys=True))
+        key = identity(name, lam) if point is None else None
         if point is None:
-            if identity in computed:
-                point = copy_point(computed[identity], name, label, lam, methods[name])
+            if key in computed:
+                point = copy_point(computed[key], name, label, lam, methods[name])
             else:
                 point = compute_point(methods[name], name, label, lam, prompts, objectives, plan)
             store_point(out, point, plan.keys[name])
-        if identity is not None:
-            computed.setdefault(identity, point)
+            if key is not None:
+                computed.setdefault(key, point)
         results[name].append(point)
         bar.update()
         last = j + 1 == len(plan.points) or plan.points[j + 1][0] != name
@@ -203,11 +209,16 @@ def compute_point(
     return Point(name, label, preference, rewards, responses, tokens, seconds, setup, passes)
 
 
+def _settings(key: dict) -> str:
+    """What a point computing ``Method.computes`` depends on: its key but the routers (none is used)."""
+    return json.dumps({k: v for k, v in key.items() if k != "routers"}, sort_keys=True)
+
+
 def copy_point(source: Point, name: str, label: str, lam: torch.Tensor | None, method: Method) -> Point:
     """``source``'s responses and rewards as the point (name, label), which computes the same."""
     preference = None if lam is None else [float(x) for x in lam]
     passes = method.forward_passes_per_token(lam)
-    origin = source.copied_from or f"{source.method}/{source.label}"
+    origin = f"{source.method}/{source.label}"  # itself perhaps a copy: its file says of what
     return Point(
         name, label, preference, source.rewards.clone(), source.responses, 0, 0.0, 0.0, passes, origin
     )

@@ -172,7 +172,9 @@ def load_bundle(
             raise _bad_manifest(
                 folder / MANIFEST, f"experts[{i}].path", f"names {e['path']!r}, which is not a folder"
             )
-        experts.append(ExpertSpec(e["name"], _vector(e["anchor"], objectives), read_record(path, "model") or {}))
+        experts.append(
+            ExpertSpec(e["name"], _vector(e["anchor"], objectives), read_record(path, "model") or {})
+        )
         weights.append(read_adapter(path, "model"))
     _check_fingerprints(manifest, experts, weights, folder)
     model = HoEModel(load_base_model(base_ref, dtype), objectives, experts, weights, base_ref)

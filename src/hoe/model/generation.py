@@ -278,3 +278,18 @@ def _whole(s: object) -> int:
 def _short(x: object) -> object:
     text = repr(x)
     return x if len(text) <= 80 else text[:77] + "..."
+
+
+def eos_token_ids(base_ref: str, tokenizer) -> list[int]:
+    """Every token id that ends a response: the tokenizer's EOS and the base model's generation config's."""
+    from transformers import GenerationConfig
+
+    from hoe.io.resolve import resolve_model_dir
+
+    ids = {tokenizer.eos_token_id} - {None}
+    try:
+        eos = GenerationConfig.from_pretrained(str(resolve_model_dir(base_ref, "model"))).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    ids |= set(eos if isinstance(eos, list) else [eos]) - {None}
+    return sorted(ids)

@@ -298,6 +298,13 @@ class HoEModel(nn.Module):
         self._update_routing()
         return spec
 
+    def routers_to(self, dtype: torch.dtype) -> None:
+        """Hold the routers' parameters in ``dtype`` (e.g. float32 to train them over a bf16 base; decoding
+        still computes in the base's dtype). Call before making an optimizer: the parameters are new."""
+        for layer in self.layers.values():
+            layer.router_weight = nn.Parameter(layer.router_weight.detach().to(dtype))
+            layer.router_bias = nn.Parameter(layer.router_bias.detach().to(dtype))
+
     def router_parameters(self) -> list[nn.Parameter]:
         """The only trainable parameters: every router's weight and bias in every HoE layer."""
         return [p for layer in self.layers.values() for p in (layer.router_weight, layer.router_bias)]
@@ -345,6 +352,9 @@ def compiled_decoding(base_model: nn.Module, config=None) -> dict:
         cuda = next(base_model.parameters()).device.type == "cuda"
         config = CompileConfig(fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else "default")
     config._compile_all_devices = True  # transformers compiles on accelerators only unless told
+    # Each (model, batch shape, routing mode) is one more compilation of the same forward; dynamo's default
+    # limit of 8 would fail a full graph after a few of them (a server sees many batch sizes).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return {"cache_implementation": "static", "compile_config": config}
 
 

@@ -8,7 +8,8 @@ The experts are stored stacked, A: (Σr, in) and B: (out, Σr); each rank row ha
 **Decoding cost.** Decoding is launch-bound (BENCH.md §3), so the layer computes what a call needs in the
 fewest tensor ops per token. W, A and the routers' weights (R·E, in) live in one buffer ``stacked`` (the base
 layer's weight is a view of its first rows, so nothing is stored twice), and a call's gates are written into
-the layer once, when the call starts (:meth:`HoELinear.begin`). Per token, beyond the base matmul:
+the layer once, when the call starts (:meth:`HoELinear.begin`), keeping only the rank rows of the experts the
+call can reach (3 of 6 for a λ inside one cell of a 3-objective lattice). Per token, beyond the base matmul:
 
 ==============================  ==================================================================  ======
 mode                            computation                                                         ops
@@ -45,7 +46,7 @@ MODES = ("one", "merged", "rows", "routers")
 class HoELinear(nn.Module):
     """Wraps a base ``nn.Linear`` or GPT-2 ``Conv1D`` (never changing its weight's values) with E LoRA experts."""
 
-    CALL_STATE = ("stacked", "stacked_bias", "merged_weight", "call_gate", "call_mix")
+    CALL_STATE = ("stacked", "stacked_bias", "merged_weight", "call_gate", "call_mix", "call_B")
     """Buffers every call rewrites from the experts, the routers and its gates (W's rows of ``stacked`` aside,
     which are the base weight): derived state, not the model's."""
 
@@ -65,6 +66,10 @@ class HoELinear(nn.Module):
         self.register_buffer("lora_A", a.to(weight), persistent=False)  # (Σr, in)
         self.register_buffer("lora_B", b.to(weight), persistent=False)  # (out, Σr)
         owner = [e for e, r in enumerate(ranks) for _ in range(r)]
+        self._expert_rows = [[k for k, o in enumerate(owner) if o == e] for e in range(self.num_experts)]
+        self._router_sets = torch.ones(
+            num_routers, self.num_experts, dtype=torch.bool
+        )  # CPU copy of the masks
         self.register_buffer(
             "rank_owner", torch.tensor(owner, dtype=torch.long, device=weight.device), persistent=False
         )  # (Σr,) expert of each rank row
@@ -81,12 +86,13 @@ class HoELinear(nn.Module):
         # a plain nn.Linear is fused: its weight becomes the first rows of `stacked`
         self.fused = type(base_layer) is nn.Linear
         self.mode: str | None = None  # set by begin(), for the call in progress
-        self._a_scaled = False  # whether stacked's A rows hold g ⊙ A (mode "one")
         self.merge = False  # opt-in: mode "one" runs on a merged working copy of W
         self.call_lora = self.call_routers = None  # (Bw, E), (Bw, R) float32: the reference path's gates
         self.register_buffer("merged_weight", None, persistent=False)
-        self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, Σr)
-        self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, Σr)
+        self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, r)
+        self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, r)
+        self.register_buffer("call_B", None, persistent=False)  # (out, r): the kept columns of B
+        self._r = self.rank  # rank rows the call in progress keeps (begin)
         self._stack()
 
     # ----- storage ------------------------------------------------------------------------------------------
@@ -116,7 +122,6 @@ class HoELinear(nn.Module):
         self.register_buffer("stacked", stacked, persistent=False)
         self.register_buffer("stacked_bias", bias, persistent=False)
         self.has_bias = self.fused and base_bias is not None
-        self._a_scaled = False
         self._link()
 
     def _link(self) -> None:
@@ -135,34 +140,43 @@ class HoELinear(nn.Module):
         """Write one call's gates into the layer (once per call, for every token it decodes).
 
         ``lora``: (Bw, E) float32 weights w⁽¹⁾ of the LoRA-expert anchors; ``routers``: (Bw, R) of the router
-        experts (0 for the unused ones); ``mode``: ``one`` (Bw = 1, no router weight), ``rows`` (no router
-        weight) or ``routers``. No device sync: nothing here reads a value back.
+        experts (0 for the unused ones), both on the CPU; ``mode``: ``one`` (Bw = 1, no router weight),
+        ``rows`` (no router weight) or ``routers``. Only the rank rows of the experts the call can reach (a
+        LoRA anchor's weight, or a used router's active set) are written, in order, so the per-token matmuls
+        skip the others; which those are is known on the CPU, so nothing here waits for the device.
         """
         device, dtype = self.lora_A.device, self.lora_A.dtype
+        reached = (lora > 0).any(0) | (self._router_sets[(routers > 0).any(0)]).any(0)  # (E,) on the CPU
+        rows = [k for e in torch.nonzero(reached).flatten().tolist() for k in self._expert_rows[e]]
         lora, routers = lora.to(device), routers.to(device)
         self.call_lora, self.call_routers = lora, routers
-        lead, r = self._lead, self.rank
-        gate = lora[:, self.rank_owner]  # (Bw, Σr) float32
+        lead, r, n = self._lead, len(rows), self.num_routers * self.num_experts
+        self._r = r
         with torch.no_grad():
+            if r == self.rank:
+                index, a, b, expand = self.rank_owner, self.lora_A, self.lora_B, self.expand
+            else:
+                index = torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+                a, b, expand = self.lora_A[index], self.lora_B[:, index], self.expand[:, index]
+                index = self.rank_owner[index]
+            gate = lora[:, index]  # (Bw, r) float32: each kept rank row's expert weight
+            self.call_B = b if r == self.rank else self._buffer("call_B", tuple(b.shape)).copy_(b)
             if mode == "one":
-                self.stacked[lead : lead + r] = self.lora_A * gate[0, :, None].to(dtype)
-                self._a_scaled = True
+                self.stacked[lead : lead + r] = a * gate[0, :, None].to(dtype)
                 if self.merge and self.fused:
                     mode = "merged"
                     merged = self._buffer("merged_weight", (self.out_features, self.in_features))
                     merged.copy_(self.stacked[: self.out_features])
-                    merged.addmm_(self.lora_B * gate[0].to(dtype), self.lora_A)
+                    merged.addmm_(b * gate[0].to(dtype), a)
             else:
-                if self._a_scaled:
-                    self.stacked[lead : lead + r] = self.lora_A
-                    self._a_scaled = False
+                self.stacked[lead : lead + r] = a
                 self._buffer("call_gate", (gate.shape[0], 1, r)).copy_(gate[:, None, :])
-            if mode == "routers":
-                n = self.num_routers * self.num_experts
-                self.stacked[lead + r :] = self.router_weight.reshape(n, self.in_features)
+            if mode == "routers":  # the router rows right after the kept A rows: one matmul computes all
+                self.stacked[lead + r : lead + r + n] = self.router_weight.reshape(n, self.in_features)
                 masked = self.router_bias.masked_fill(~self.router_active, float("-inf"))
-                self.stacked_bias[lead + r :] = masked.reshape(n)
-                mix = routers[:, :, None, None] * self.expand  # (Bw, R, E, Σr)
+                self.stacked_bias[lead : lead + r] = 0.0
+                self.stacked_bias[lead + r : lead + r + n] = masked.reshape(n)
+                mix = routers[:, :, None, None] * expand  # (Bw, R, E, r)
                 self._buffer("call_mix", (routers.shape[0], n, r)).copy_(mix.reshape(-1, n, r))
         self.mode = mode
 
@@ -192,9 +206,12 @@ class HoELinear(nn.Module):
             return self.reference_forward(x)  # the routers train: their gradients need their parameters
         if mode == "merged":
             return F.linear(x, self.merged_weight, self.base_layer.bias)
-        lead, r = self._lead, self.rank
+        lead, r = self._lead, self._r
+        if r == 0:  # no expert of this module is reached: the base layer alone
+            return self.base_layer(x)
         if mode == "routers":
-            z = F.linear(x, self.stacked, self.stacked_bias)
+            end = lead + r + self.num_routers * self.num_experts
+            z = F.linear(x, self.stacked[:end], self.stacked_bias[:end])
         else:
             z = F.linear(
                 x, self.stacked[: lead + r], self.stacked_bias[: lead + r] if self.has_bias else None
@@ -212,7 +229,7 @@ class HoELinear(nn.Module):
             gate = self.call_gate
             h = h * (gate if gate.shape[0] in (1, h.shape[0]) else _rows(gate, h.shape[0]))
         y = z[..., :lead] if self.fused else self.base_layer(x)
-        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.lora_B.t())
+        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.call_B.t())
         return out.view(*x.shape[:-1], self.out_features)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,9 +252,10 @@ class HoELinear(nn.Module):
         if lora.shape[0] not in (1, batch):
             lora, routers = _rows(lora, batch), _rows(routers, batch)
         gate = lora[:, None, :].to(x.dtype)
-        if self.mode == "routers":
-            eta = router_mixture(x, self.router_weight, self.router_bias, self.router_active)  # (B, T, R, E)
-            gate = gate + (routers[:, None, :, None].to(x.dtype) * eta).sum(-2)
+        if self.mode == "routers":  # routers may train in float32 over a bf16 base (HoEModel.routers_to)
+            w = self.router_weight
+            eta = router_mixture(x.to(w.dtype), w, self.router_bias, self.router_active).to(x.dtype)
+            gate = gate + (routers[:, None, :, None].to(x.dtype) * eta).sum(-2)  # eta: (B, T, R, E)
         return gate
 
     # ----- experts and routers ------------------------------------------------------------------------------
@@ -247,6 +265,7 @@ class HoELinear(nn.Module):
         self.router_weight = nn.Parameter(torch.cat([w.data, w.new_zeros(1, *w.shape[1:])]))
         self.router_bias = nn.Parameter(torch.cat([b.data, b.new_ones(1, b.shape[1])]))
         self.router_active = torch.cat([self.router_active, active.to(self.router_active)[None]])
+        self._router_sets = torch.cat([self._router_sets, active.cpu().bool()[None]])
         self._stack()
 
     def expert_weights(self, e: int) -> LoraWeights | None:

@@ -60,3 +60,48 @@ class RowSeededSampler:
         tokens = inverse_cdf_sample(probs, u)  # (B,)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
+
+
+class RowSampler:
+    """``transformers`` logits processor for rows with their own decoding: row b draws with its own seed
+    from ``softmax(scores_b / T_b)`` restricted to its top-p nucleus, or greedily where ``T_b`` is 0.
+
+    The nucleus of row b is the smallest set of most likely tokens whose probability reaches ``top_p_b``
+    (ties at the edge kept); with ``top_p_b = 1`` the draw is exactly :class:`RowSeededSampler`'s for the same
+    seed and temperature. Put it last and generate with ``do_sample=False``. Used by the server, where
+    requests with different settings share one batch.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperatures: Sequence[float], top_ps: Sequence[float]):
+        if not len(seeds) == len(temperatures) == len(top_ps):
+            raise ValueError("one seed, temperature and top_p per row")
+        self.seeds = [int(s) for s in seeds]
+        self.temperatures = torch.tensor([float(t) for t in temperatures], dtype=torch.float32)
+        self.top_ps = torch.tensor([float(p) for p in top_ps], dtype=torch.float32)
+        self._generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        device = scores.device
+        if self._generators is None:
+            self._generators = [torch.Generator(device).manual_seed(s) for s in self.seeds]
+        u = torch.cat([torch.rand(1, generator=g, device=device) for g in self._generators])  # (B,)
+        temperature = self.temperatures.to(device)
+        greedy = temperature <= 0
+        probs = torch.softmax(scores.float() / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
+        probs = nucleus(probs, self.top_ps.to(device))
+        tokens = torch.where(greedy, scores.argmax(-1), inverse_cdf_sample(probs, u))  # (B,)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
+
+
+def nucleus(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """``probs`` (B, V) with every token outside row b's top-``top_p[b]`` nucleus set to 0 (not renormalised:
+    :func:`inverse_cdf_sample` scales by the row's mass). A row with ``top_p >= 1`` is returned unchanged."""
+    if bool((top_p >= 1).all()):
+        return probs
+    sorted_p, _ = probs.sort(-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p  # mass of the strictly more likely tokens
+    keep_sorted = before < top_p[:, None]
+    threshold = torch.where(keep_sorted, sorted_p, torch.inf).min(-1).values  # the least kept probability
+    keep = (probs >= threshold[:, None]) | (top_p[:, None] >= 1)
+    return probs * keep

@@ -65,6 +65,7 @@ class ExpertConfig:
     overwrite: bool = False
     device: str = "auto"
     dtype: str = "float32"  # of the saved adapter (training is float32)
+    base_dtype: str = "float32"  # the frozen base model is loaded in it (bfloat16 halves its memory)
 
     def __post_init__(self) -> None:
         validate(self, _CHECKS)
@@ -86,6 +87,7 @@ _CHECKS = [
     ),
     non_empty("out", "the folder for the trained adapter"),
     one_of("dtype", list(DTYPES)),
+    one_of("base_dtype", list(DTYPES)),
     not_both("resume", "overwrite"),
 ]
 
@@ -157,7 +159,7 @@ def setup(config: ExpertConfig) -> Run:
     folder = RunFolder.open(config.out, config.resume, config.overwrite)
     device = resolve_device(config.device)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
-    model, tokenizer = load_causal_lm(config.base)
+    model, tokenizer = load_causal_lm(config.base, DTYPES[config.base_dtype])
     targets = check_targets(model, config.targets) or default_targets(model)
     model.to(device)
     context = ObjectiveContext(tokenizer=tokenizer, max_new_tokens=config.max_new_tokens, device=str(device))
@@ -170,7 +172,7 @@ def setup(config: ExpertConfig) -> Run:
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, lora, autocast_adapter_dtype=True)  # the LoRA weights train in float32
     model.eval()  # no dropout anywhere: the gradient is taken in eval mode
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)

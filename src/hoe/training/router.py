@@ -87,7 +87,7 @@ class RouterConfig:
     resume: bool = False
     overwrite: bool = False
     device: str = "auto"
-    dtype: str = "float32"  # the bundle is loaded, trained and saved in it
+    dtype: str = "float32"  # the bundle is loaded and saved in it (routers and value heads train in float32)
 
     def __post_init__(self) -> None:
         validate(self, _CHECKS)

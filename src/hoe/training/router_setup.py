@@ -231,6 +231,7 @@ def _build(
     tokenizer = load_tokenizer(model.base_ref)
     objectives = _objectives(config, specs, model.objectives, tokenizer, dist)
     model.add_router(router_name(config, lam), lam)
+    model.routers_to(torch.float32)  # over a bf16/fp16 bundle the routers still train in float32
     model.eval()  # no dropout: the policy that samples is the one that is scored and trained
     if config.gradient_checkpointing:
         model.activation_checkpointing(True)

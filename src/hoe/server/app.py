@@ -1,0 +1,203 @@
+"""``hoe serve``: an OpenAI-compatible HTTP API over an HoE bundle where every request carries its own λ.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both with ``stream``: server-sent events),
+``GET /v1/models``, ``GET /v1/objectives``, ``POST /v1/scores`` (the bundle's objectives on a response, for
+the playground), ``GET /health`` and the playground at ``/``. Errors use the OpenAI shape with ``param``
+naming the field. With an API key every route but ``/health`` needs ``Authorization: Bearer KEY``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+
+import anyio
+import torch
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest  # a module-level name: FastAPI resolves the annotations by it
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+
+from hoe.server.engine import Engine, Job
+from hoe.server.protocol import ApiError, Limits, parse
+
+
+@dataclass
+class Served:
+    """What the app serves: the model's name, its objectives and anchors, the engine, optional scorers."""
+
+    name: str
+    objectives: list[str]
+    default_preference: torch.Tensor
+    anchors: dict = field(default_factory=dict)  # {"experts": [...], "routers": [...]}
+    engine: Engine | None = None
+    tokenizer: object = None
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    scorers: list | None = None  # the bundle's objectives, when they load offline
+
+
+def create_app(served: Served):
+
+    app = FastAPI(title="hoe", docs_url=None, redoc_url=None)
+    limits = served.limits
+
+    @app.exception_handler(ApiError)
+    async def api_error(_, e: ApiError):
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(_, e: Exception):  # the server keeps serving
+        return JSONResponse(ApiError(500, f"Internal error: {e}", None, "server_error", "server_error").body(),
+                            status_code=500)  # fmt: skip
+
+    @app.middleware("http")
+    async def guard(request: HttpRequest, call_next):
+        try:
+            if served.api_key and request.url.path != "/health":
+                given = request.headers.get("authorization", "")
+                if not secrets.compare_digest(given, f"Bearer {served.api_key}"):
+                    raise ApiError(401, "Missing or wrong API key (Authorization: Bearer KEY).", None,
+                                   "invalid_api_key", "authentication_error")  # fmt: skip
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+                raise _too_large(limits)
+        except ApiError as e:
+            return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": served.name, "object": "model", "created": 0,
+                                            "owned_by": "hoe"}]}  # fmt: skip
+
+    @app.get("/v1/objectives")
+    async def objectives():
+        default = dict(zip(served.objectives, served.default_preference.tolist()))
+        return {"objectives": served.objectives, "default_preference": default, **served.anchors,
+                "scores": served.scorers is not None, "max_tokens": limits.max_tokens}  # fmt: skip
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground():
+        return resources.files("hoe.server").joinpath("playground.html").read_text(encoding="utf-8")
+
+    @app.post("/v1/scores")
+    async def scores(request: HttpRequest):
+        body = await _json(request, limits)
+        if served.scorers is None:
+            raise ApiError(404, "This server has no scorers for its objectives.", None, "no_scorers")
+        prompt, response = body.get("prompt"), body.get("response")
+        for name, value in (("prompt", prompt), ("response", response)):
+            if not isinstance(value, str):
+                raise ApiError(400, f"{name} must be a string.", name, "invalid_value")
+        from hoe.objectives import score_matrix
+
+        values = await anyio.to_thread.run_sync(lambda: score_matrix(served.scorers, [prompt], [response]))
+        return {"scores": dict(zip(served.objectives, values[0].tolist()))}
+
+    async def complete(request: HttpRequest, kind: str):
+        body = await _json(request, limits)
+        req = parse(body, kind, served.objectives, served.default_preference, served.tokenizer, limits,
+                    [served.name])  # fmt: skip
+        job = served.engine.submit(req)
+        if req.stream:
+            return StreamingResponse(_events(job, served, limits), media_type="text/event-stream")
+        await anyio.to_thread.run_sync(job.wait, limits.timeout_s)
+        return _response(job, served)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: HttpRequest):
+        return await complete(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: HttpRequest):
+        return await complete(request, "completion")
+
+    return app
+
+
+async def _json(request, limits: Limits) -> dict:
+    raw = await request.body()
+    if len(raw) > limits.max_body_bytes:
+        raise _too_large(limits)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, f"The body is not valid JSON ({e}).", None, "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", None, "invalid_json")
+    return body
+
+
+def _too_large(limits: Limits) -> ApiError:
+    return ApiError(
+        413, f"The request body exceeds {limits.max_body_bytes} bytes.", None, "request_too_large"
+    )
+
+
+def _usage(job: Job) -> dict:
+    return {"prompt_tokens": job.prompt_tokens, "completion_tokens": job.completion_tokens,
+            "total_tokens": job.prompt_tokens + job.completion_tokens}  # fmt: skip
+
+
+def _base(job: Job, served: Served, obj: str) -> dict:
+    prefix = "chatcmpl" if job.request.kind == "chat" else "cmpl"
+    return {"id": f"{prefix}-{job.id}", "object": obj, "created": int(time.time()), "model": served.name,
+            "preference": dict(zip(served.objectives, job.request.preference.tolist()))}  # fmt: skip
+
+
+def _response(job: Job, served: Served) -> dict:
+    chat = job.request.kind == "chat"
+    out = _base(job, served, "chat.completion" if chat else "text_completion")
+    out["choices"] = [
+        {"index": c.index, "finish_reason": c.finish_reason,
+         **({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text, "logprobs": None})}
+        for c in job.choices
+    ]  # fmt: skip
+    out["usage"] = _usage(job)
+    return out
+
+
+async def _events(job: Job, served: Served, limits: Limits):
+    """Server-sent events: a role chunk (chat), text deltas, a finish chunk per choice, a usage chunk, [DONE]."""
+    chat = job.request.kind == "chat"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
+        if chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            choice = {"index": index, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        return _sse({**_base(job, served, obj), "choices": [choice]})
+
+    if chat:
+        for c in job.choices:
+            yield chunk(c.index, role=True)
+    events = job.stream(limits.timeout_s)
+    while True:
+        event = await anyio.to_thread.run_sync(next, events, None)
+        if event is None:
+            break
+        kind, index, payload = event
+        if kind == "delta":
+            yield chunk(index, text=payload)
+        elif kind == "finish":
+            yield chunk(index, finish=payload)
+        elif kind == "error":
+            yield _sse(payload.body())
+            break
+        else:  # done
+            yield _sse({**_base(job, served, obj), "choices": [], "usage": _usage(job)})
+            break
+    yield "data: [DONE]\n\n"
+
+
+def _sse(data: dict) -> str:
+    return f"data: {json.dumps(data)}\n\n"

@@ -1,0 +1,185 @@
+"""The OpenAI-compatible request bodies ``hoe serve`` accepts, parsed into one :class:`Request` each.
+
+Fields (those of the OpenAI API that apply to a local causal LM, plus ``preference``):
+``model``, ``messages`` (chat) or ``prompt`` (completions), ``max_tokens`` (``max_completion_tokens`` too),
+``temperature`` (0 greedy), ``top_p``, ``seed``, ``n``, ``stop``, ``stream``, ``preference``
+(``{objective: weight}`` or a list in objective order; omitted: the server's default). Anything wrong raises
+:class:`ApiError` with the OpenAI error shape's ``param`` naming the field; library errors keep their
+``field`` (e.g. a bad ``preference``) and are worded without CLI flags.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import torch
+
+from hoe.errors import HoEError
+
+
+class ApiError(Exception):
+    """An HTTP error in the OpenAI shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None):  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+    @classmethod
+    def of(cls, e: HoEError, param: str | None = None) -> ApiError:
+        """A library error as a 400 naming its field (``param`` overrides, e.g. a field the server renamed)."""
+        return cls(400, e.message, param or e.field, code="invalid_value")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for and what the server holds at once."""
+
+    max_tokens: int = 256  # new tokens per choice
+    max_prompt_tokens: int = 2048
+    max_n: int = 8
+    max_concurrent: int = 64  # requests in flight or waiting; more get 429
+    max_body_bytes: int = 1_000_000
+    timeout_s: float = 120.0
+    max_batch_rows: int = 32  # rows decoded together
+    batch_wait_s: float = 0.01  # how long the batcher waits for more requests to arrive
+
+
+@dataclass
+class Request:
+    """One parsed request: its text prompt, λ and decoding; ``n`` choices, choice k seeded ``seed + k``."""
+
+    kind: str  # "chat" or "completion"
+    model: str
+    prompt: str  # the text fed to the tokenizer (the chat template already applied for chat)
+    preference: torch.Tensor  # (m,) on the simplex
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    n: int
+    stop: list[str]
+    stream: bool
+    raw_preference: object = field(default=None, repr=False)
+
+
+def parse(body: object, kind: str, names: list[str], default_preference: torch.Tensor, tokenizer,
+          limits: Limits, model_names: list[str]) -> Request:  # fmt: skip
+    """``body`` (decoded JSON) of a ``/v1/chat/completions`` (``kind="chat"``) or ``/v1/completions`` request."""
+    from hoe.preference import to_simplex
+
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", None, "invalid_json")
+    model = body.get("model", model_names[0])
+    if model not in model_names:
+        raise ApiError(404, f"The model {model!r} does not exist; this server has {model_names}.", "model",
+                       "model_not_found")  # fmt: skip
+    prompt = _chat_prompt(body, tokenizer) if kind == "chat" else _completion_prompt(body)
+    raw = body.get("preference")
+    try:
+        preference = default_preference if raw is None else to_simplex(raw, names, "preference")
+    except HoEError as e:
+        raise ApiError.of(e, "preference") from None
+    n = _int(body, "n", 1, 1, limits.max_n)
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    max_tokens = _int({name: max_tokens}, name, min(16 if kind == "completion" else limits.max_tokens,
+                                                    limits.max_tokens), 1, limits.max_tokens)  # fmt: skip
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p <= 0:
+        raise ApiError(400, "top_p must be > 0 and <= 1.", "top_p", "invalid_value")
+    seed = body.get("seed")
+    if seed is not None and not _whole(seed):
+        raise ApiError(400, f"seed must be an integer, got {seed!r}.", "seed", "invalid_value")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, f"stream must be true or false, got {stream!r}.", "stream", "invalid_value")
+    n_tokens = len(tokenizer(prompt, add_special_tokens=kind != "chat").input_ids)
+    if n_tokens > limits.max_prompt_tokens:
+        raise ApiError(400, f"The prompt has {n_tokens} tokens; this server takes at most "
+                       f"{limits.max_prompt_tokens}.", "messages" if kind == "chat" else "prompt",
+                       "context_length_exceeded")  # fmt: skip
+    return Request(kind, model, prompt, preference, max_tokens, temperature, top_p,
+                   None if seed is None else int(seed), n, _stop(body), stream, raw)  # fmt: skip
+
+
+def _chat_prompt(body: dict, tokenizer) -> str:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(
+            400, "messages must be a non-empty list of {role, content}.", "messages", "invalid_value"
+        )
+    clean = []
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str)):
+            raise ApiError(
+                400, f"messages[{i}] needs a role and a content.", f"messages[{i}]", "invalid_value"
+            )
+        content = m.get("content", "")
+        if isinstance(content, list):  # the parts form: keep the text parts
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if not isinstance(content, str):
+            raise ApiError(
+                400, f"messages[{i}].content must be text.", f"messages[{i}].content", "invalid_value"
+            )
+        clean.append({"role": m["role"], "content": content})
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
+
+
+def _completion_prompt(body: dict) -> str:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise ApiError(
+            400, "prompt must be a non-empty string (one prompt per request).", "prompt", "invalid_value"
+        )
+    return prompt
+
+
+def _stop(body: dict) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not (isinstance(stops, list) and len(stops) <= 4 and all(isinstance(s, str) and s for s in stops)):
+        raise ApiError(
+            400, "stop must be a string or a list of up to 4 non-empty strings.", "stop", "invalid_value"
+        )
+    return stops
+
+
+def _whole(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _int(body: dict, name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not _whole(value) or not low <= value <= high:
+        raise ApiError(
+            400, f"{name} must be an integer from {low} to {high}, got {value!r}.", name, "invalid_value"
+        )
+    return int(value)
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low <= value <= high:
+        raise ApiError(
+            400, f"{name} must be a number from {low:g} to {high:g}, got {value!r}.", name, "invalid_value"
+        )
+    return float(value)

@@ -1,0 +1,28 @@
+"""RowSampler: per-row temperature, top-p and seed; with top_p = 1 exactly RowSeededSampler's draw."""
+
+from __future__ import annotations
+
+import torch
+
+from hoe.model.sampling import RowSampler, RowSeededSampler, nucleus
+
+
+def test_with_top_p_one_it_draws_what_the_seeded_sampler_draws():
+    scores = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    a, b = RowSeededSampler([1, 2, 3, 4], 0.7), RowSampler([1, 2, 3, 4], [0.7] * 4, [1.0] * 4)
+    for _ in range(5):
+        assert torch.equal(a(None, scores).argmax(-1), b(None, scores).argmax(-1))
+
+
+def test_greedy_rows_and_nucleus_rows_in_one_batch():
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 3))
+    sampler = RowSampler([0, 1, 2], [0.0, 1.0, 1.0], [1.0, 0.6, 1.0])
+    for _ in range(20):
+        picked = sampler(None, scores).argmax(-1)
+        assert picked[0] == 0 and picked[1] in (0, 1)  # greedy; the nucleus {0.5, 0.3} reaches 0.6
+
+
+def test_nucleus_keeps_the_fewest_most_likely_tokens_reaching_p():
+    p = torch.tensor([[0.1, 0.5, 0.3, 0.1], [0.1, 0.5, 0.3, 0.1]])
+    kept = nucleus(p, torch.tensor([0.5, 0.81])) > 0
+    assert kept.tolist() == [[False, True, False, False], [True, True, True, True]]  # ties at 0.1 kept

@@ -1,0 +1,215 @@
+"""``hoe serve`` on a tiny bundle: the official openai client, batching without cross-talk, limits and bad
+input in the OpenAI error shape, the API key, and the request log."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from hoe.server import Limits, load  # noqa: E402
+
+from conftest import tiny_bundle  # noqa: E402
+
+PREFERENCES = [{"helpful": 1.0}, {"harmless": 1.0}, [0.5, 0.5], {"helpful": 0.3, "harmless": 0.7}]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("serve"), routers={"mid": "0.5,0.5"})[2]
+
+
+def start(app) -> tuple[str, uvicorn.Server]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}", server
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    app, served = load(bundle, name="tiny", limits=Limits(max_tokens=12, max_prompt_tokens=64), scores=False)
+    url, srv = start(app)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    yield SimpleNamespace(url=url, app=app, served=served, client=client)
+    srv.should_exit = True
+    served.engine.close()
+
+
+def chat(client, preference, seed=None, temperature=0.0, content="hi there", **kw):
+    return client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": content}], max_tokens=8, temperature=temperature,
+        seed=seed, extra_body={"preference": preference}, **kw)  # fmt: skip
+
+
+def test_the_openai_client_chat_and_completions_with_a_preference(server):
+    out = chat(server.client, {"helpful": 1.0})
+    assert out.choices[0].message.role == "assistant" and out.choices[0].finish_reason in ("stop", "length")
+    assert (
+        out.usage.prompt_tokens > 0
+        and out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+    )
+    other = chat(server.client, {"harmless": 1.0})
+    assert out.choices[0].message.content != other.choices[0].message.content  # λ changes the model
+    done = server.client.completions.create(model="tiny", prompt="abc", max_tokens=5, temperature=0,
+                                            extra_body={"preference": [0.5, 0.5]})  # fmt: skip
+    assert done.choices[0].text and done.usage.completion_tokens <= 5
+    assert done.model_extra["preference"] == {"helpful": 0.5, "harmless": 0.5}
+
+
+def test_streaming_gives_the_same_text_as_one_response(server):
+    whole = chat(server.client, [0.3, 0.7], seed=5, temperature=0.9).choices[0].message.content
+    parts, usage = [], None
+    for chunk in chat(server.client, [0.3, 0.7], seed=5, temperature=0.9, stream=True):
+        parts += [c.delta.content or "" for c in chunk.choices]
+        usage = chunk.usage or usage
+    assert "".join(parts) == whole and usage.completion_tokens > 0
+    text = "".join(
+        c.text for chunk in server.client.completions.create(
+            model="tiny", prompt="abc", max_tokens=6, temperature=0, stream=True,
+            extra_body={"preference": [1, 0]}) for c in chunk.choices)  # fmt: skip
+    again = server.client.completions.create(model="tiny", prompt="abc", max_tokens=6, temperature=0,
+                                             extra_body={"preference": [1, 0]})  # fmt: skip
+    assert text == again.choices[0].text
+
+
+def test_a_bad_preference_is_a_bad_request_naming_it(server):
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(server.client, {"funny": 1.0})
+    assert e.value.body["param"] == "preference" and "funny" in e.value.body["message"]
+    assert "--" not in e.value.body["message"]  # worded for the API, not as a CLI flag
+    assert chat(server.client, {"helpful": 1.0}).choices  # and the server keeps serving
+
+
+@pytest.mark.parametrize("temperature, seed", [(0.0, None), (0.8, 11)])
+def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server, temperature, seed):
+    requests = [(PREFERENCES[i % 4], None if seed is None else seed + i, f"question {i}") for i in range(16)]
+    alone = [chat(server.client, p, s, temperature, c).choices[0].message.content for p, s, c in requests]
+    before = len(server.served.engine.batch_rows)
+    together: list = [None] * 16
+    barrier = threading.Barrier(16)
+
+    def send(i):
+        barrier.wait()
+        together[i] = (
+            chat(server.client, *requests[i][:2], temperature, requests[i][2]).choices[0].message.content
+        )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone
+    assert max(server.served.engine.batch_rows[before:]) > 1  # some were decoded together
+
+
+def test_n_choices_are_seeded_one_after_another(server):
+    out = chat(server.client, [0.5, 0.5], seed=3, temperature=1.0, n=3)
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    second = chat(server.client, [0.5, 0.5], seed=4, temperature=1.0)
+    assert out.choices[1].message.content == second.choices[0].message.content
+
+
+@pytest.fixture(scope="module")
+def http(bundle):
+    limits = Limits(max_tokens=8, max_prompt_tokens=40, max_body_bytes=2000)
+    app, served = load(bundle, name="tiny", limits=limits, scores=False)
+    with TestClient(app) as client:
+        yield SimpleNamespace(client=client, served=served)
+    served.engine.close()
+
+
+GOOD = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+
+
+@pytest.mark.parametrize(
+    "change, status, param",
+    [
+        ({"preference": {"funny": 1}}, 400, "preference"),
+        ({"preference": {"helpful": -1}}, 400, "preference"),
+        ({"preference": [float("nan"), 1]}, 400, "preference"),
+        ({"preference": [1, 0, 0]}, 400, "preference"),
+        ({"model": "gpt-5"}, 404, "model"),
+        ({"max_tokens": 9}, 400, "max_tokens"),
+        ({"temperature": -1}, 400, "temperature"),
+        ({"top_p": 0}, 400, "top_p"),
+        ({"n": 0}, 400, "n"),
+        ({"seed": "x"}, 400, "seed"),
+        ({"stop": [1]}, 400, "stop"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "user", "content": "x" * 100}]}, 400, "messages"),  # over 40 tokens
+    ],
+)
+def test_bad_input_gets_its_status_naming_the_field_and_the_next_request_works(http, change, status, param):
+    body = json.dumps({**GOOD, **change}, allow_nan=True)
+    r = http.client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"] and error["type"]
+    assert http.client.post("/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_malformed_json_oversize_bodies_a_full_queue_and_timeouts(http):
+    r = http.client.post(
+        "/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = http.client.post("/v1/completions", json={"prompt": "x" * 3000})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    engine = http.served.engine
+    engine._in_flight = http.served.limits.max_concurrent  # as if the server were full
+    try:
+        r = http.client.post("/v1/chat/completions", json=GOOD)
+    finally:
+        engine._in_flight = 0
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    assert http.client.post("/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_a_timeout_is_504_and_the_server_goes_on(bundle):
+    app, served = load(bundle, name="tiny", limits=Limits(max_tokens=8, timeout_s=1e-6), scores=False)
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json=GOOD)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    served.engine.close()
+
+
+def test_the_api_key_guards_every_route_but_health(bundle):
+    app, served = load(bundle, name="tiny", limits=Limits(max_tokens=8), api_key="s3cret", scores=False)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        for path in ("/v1/models", "/v1/objectives", "/"):
+            assert client.get(path).status_code == 401
+        r = client.post("/v1/chat/completions", json=GOOD, headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        ok = client.post("/v1/chat/completions", json=GOOD, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+    served.engine.close()
+
+
+def test_models_objectives_and_one_log_line_per_request_without_the_prompt(http, caplog):
+    assert http.client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    info = http.client.get("/v1/objectives").json()
+    assert info["objectives"] == ["helpful", "harmless"] and info["routers"][0]["name"] == "mid"
+    assert info["default_preference"] == {"helpful": 0.5, "harmless": 0.5}
+    with caplog.at_level("INFO", logger="hoe.server"):
+        http.client.post(
+            "/v1/chat/completions", json={**GOOD, "messages": [{"role": "user", "content": "zebra"}]}
+        )
+        deadline = time.time() + 5
+        while not [r for r in caplog.records if "request" in r.getMessage()] and time.time() < deadline:
+            time.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records if r.name == "hoe.server"]
+    assert len(lines) == 1 and "preference=0.500,0.500" in lines[0] and "latency=" in lines[0]
+    assert "zebra" not in lines[0]
