@@ -153,7 +153,7 @@ def variants(args, dtype: torch.dtype) -> dict:
         )
     if args.compile:
         out["base_compiled"] = lambda ids, **kw: base.generate(ids, **compiled(base), **kw)
-        for name in ("hoe_one", "hoe_rows", "hoe_router"):
+        for name in ("hoe_one", "hoe_merged", "hoe_rows", "hoe_router"):
             out[f"{name}_compiled"] = (lambda f: lambda ids, **kw: f(ids, compile=True, **kw))(out[name])
     return out
 
@@ -196,6 +196,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also the compiled modes")
     ap.add_argument("--no-baselines", action="store_true", help="skip rs and mod")
     ap.add_argument("--no-ops", action="store_true", help="skip the op counts")
+    ap.add_argument("--only", default=None, help="comma-separated modes to time (default: all)")
     ap.add_argument("--ops-dtype", default="bfloat16", help="the op counts' dtype (BENCH.md §3: bfloat16)")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -210,6 +211,8 @@ def main() -> None:
         report["ops_per_step"] = op_counts(args, getattr(torch, args.ops_dtype))
         print(json.dumps({**report, "part": "ops"}), flush=True)  # kept if the timing fails later
     fns = variants(args, dtype)
+    if args.only:
+        fns = {k: v for k, v in fns.items() if k in args.only.split(",")}
     g = torch.Generator().manual_seed(1)
     for batch in batches:
         ids = torch.randint(100, 500, (batch, 16), generator=g).to(args.device)
@@ -222,7 +225,8 @@ def main() -> None:
         med = {name: statistics.median(v) for name, v in runs.items()}
         report[f"batch{batch}"] = {
             **{f"{n}_tok_s": round(v, 2) for n, v in med.items()},
-            **{f"{n}_over_base": round(v / med[_base_of(n)], 3) for n, v in med.items() if not n.startswith("base")},
+            **{f"{n}_over_base": round(v / med[_base_of(n)], 3) for n, v in med.items()
+               if not n.startswith("base") and _base_of(n) in med},
         }  # fmt: skip
     print(json.dumps(report))
 

@@ -196,3 +196,23 @@ def test_router_gradients_flow_through_the_reference_path_and_nothing_else_train
     assert grads and all(n.endswith(("router_weight", "router_bias")) for n in grads)
     assert all(p.grad.abs().sum() > 0 for p in model.router_parameters())
     model.zero_grad(set_to_none=True)
+
+
+def test_a_biased_layer_after_a_routers_call_keeps_its_bias_exact():
+    """A routers call keeping fewer rank rows writes router biases where a later call's A rows go: every
+    call clears the A rows' bias (a Qwen-style biased projection)."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.nn.Linear(6, 5, bias=True)
+    experts = [
+        LoraWeights(A=torch.randn(2, 6, generator=g), B=torch.randn(5, 2, generator=g)) for _ in range(3)
+    ]
+    layer = HoELinear(base, experts)
+    layer.add_router(torch.tensor([True, True, False]))
+    x = torch.randn(2, 3, 6, generator=g)
+    with torch.no_grad():
+        layer.begin(torch.zeros(1, 3), torch.ones(1, 1), "routers")  # keeps experts 0 and 1: 4 of 6 rows
+        torch.testing.assert_close(layer(x), layer.reference_forward(x))
+        layer.begin(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), "one")  # all 6 rows
+        torch.testing.assert_close(layer(x), layer.reference_forward(x))
+        layer.begin(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), "one", compact=False)
+        torch.testing.assert_close(layer(x), layer.reference_forward(x))

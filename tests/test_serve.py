@@ -71,9 +71,14 @@ def test_streaming_gives_the_same_text_as_one_response(server):
     whole = chat(server.client, [0.3, 0.7], seed=5, temperature=0.9).choices[0].message.content
     parts, usage = [], None
     for chunk in chat(server.client, [0.3, 0.7], seed=5, temperature=0.9, stream=True):
+        assert chunk.choices  # no usage-only chunk unless asked for (clients read choices[0])
         parts += [c.delta.content or "" for c in chunk.choices]
-        usage = chunk.usage or usage
+        usage = chunk.usage or usage  # on the last chunk
     assert "".join(parts) == whole and usage.completion_tokens > 0
+    stream = chat(server.client, [0.3, 0.7], seed=5, temperature=0.9, stream=True,
+                  stream_options={"include_usage": True})  # fmt: skip
+    last = list(stream)[-1]
+    assert last.choices == [] and last.usage.completion_tokens == usage.completion_tokens
     text = "".join(
         c.text for chunk in server.client.completions.create(
             model="tiny", prompt="abc", max_tokens=6, temperature=0, stream=True,
@@ -111,7 +116,7 @@ def test_concurrent_requests_are_batched_and_each_gets_what_it_gets_alone(server
     for t in threads:
         t.join()
     assert together == alone
-    assert max(server.served.engine.batch_rows[before:]) > 1  # some were decoded together
+    assert max(list(server.served.engine.batch_rows)[before:]) > 1  # some were decoded together
 
 
 def test_n_choices_are_seeded_one_after_another(server):
@@ -146,6 +151,7 @@ GOOD = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_t
         ({"top_p": 0}, 400, "top_p"),
         ({"n": 0}, 400, "n"),
         ({"seed": "x"}, 400, "seed"),
+        ({"seed": 2**64}, 400, "seed"),
         ({"stop": [1]}, 400, "stop"),
         ({"messages": []}, 400, "messages"),
         ({"messages": [{"role": "user", "content": "x" * 100}]}, 400, "messages"),  # over 40 tokens
@@ -167,6 +173,8 @@ def test_malformed_json_oversize_bodies_a_full_queue_and_timeouts(http):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = http.client.post("/v1/completions", json={"prompt": "x" * 3000})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = http.client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     engine = http.served.engine
     engine._in_flight = http.served.limits.max_concurrent  # as if the server were full
     try:

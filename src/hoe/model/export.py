@@ -15,6 +15,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hoe.errors import HoEWarning, bad_value
@@ -36,11 +37,11 @@ def export(
 
     ``dtype``: of the saved weights (default: the base model's checkpoint dtype, else float32).
     """
-    from hoe.evaluation.mixtures import lora_only_weights
     from hoe.experts.extract import DTYPES
+    from hoe.io.adapters import read_adapter
     from hoe.model.bundle import bundle_base, load_base_model, read_manifest
     from hoe.model.generation import load_tokenizer
-    from hoe.model.hoe_model import HoEModel
+    from hoe.model.preference_routing import PreferenceRouting
     from hoe.provenance import command_line, versions
 
     folder = Path(model)
@@ -50,20 +51,24 @@ def export(
     if dtype is not None and dtype not in DTYPES:
         raise bad_value("dtype", dtype, f"Choose among {list(DTYPES)}.")
     check_output_dir(out, overwrite, "out")  # before anything loads
-    hoe = HoEModel.from_pretrained(folder)
-    weights = lora_only_weights(hoe, lam)  # (E,)
-    _warn_if_routed(hoe, lam)
+    experts, routers = manifest["experts"], manifest["routers"]
+    anchor = lambda item: [float(item["anchor"].get(o, 0.0)) for o in names]  # noqa: E731
+    weights = PreferenceRouting(np.array([anchor(e) for e in experts])).weights(
+        lam.numpy()
+    )  # HoE without routers
+    _warn_if_routed(experts, routers, anchor, lam)
     base_ref = bundle_base(manifest["base"], folder)
-    base = load_base_model(base_ref, DTYPES[dtype] if dtype else torch.float32)
-    merge_into(base, hoe, weights)
-    if dtype is None:
-        base.to(_checkpoint_dtype(base))
+    base = load_base_model(base_ref, DTYPES[dtype] if dtype else _checkpoint_dtype(base_ref))
+    # only the experts' adapters are read: one base model in memory, merged in place
+    merge_into(
+        base, [(float(w), read_adapter(folder / e["path"])) for e, w in zip(experts, weights) if w > 0]
+    )
     record = {
         "format": "hoe-export/1",
         "bundle": str(folder.resolve()),
         "preference": dict(zip(names, lam.tolist())),
-        "expert_weights": {e.name: float(w) for e, w in zip(hoe.experts, weights) if w > 0},
-        "routers_left_out": [r.name for r in hoe.routers],
+        "expert_weights": {e["name"]: float(w) for e, w in zip(experts, weights) if w > 0},
+        "routers_left_out": [r["name"] for r in routers],
         "command": command_line(),
         "versions": versions(),
     }
@@ -74,22 +79,27 @@ def export(
     return Path(out)
 
 
-def merge_into(base: torch.nn.Module, hoe, weights: torch.Tensor) -> None:
-    """Add Σ_j w_j B_j A_j of ``hoe``'s LoRA experts to ``base``'s weights (same module names)."""
+def merge_into(base: torch.nn.Module, parts) -> None:
+    """Add Σ_j w_j B_j A_j to ``base``'s weights; ``parts``: (w_j, {module: LoraWeights}) per expert."""
     modules = dict(base.named_modules())
     with torch.no_grad():
-        for name, layer in hoe.layers.items():
-            gate = weights[layer.rank_owner].to(layer.lora_A)  # (Σr,)
-            delta = (layer.lora_B * gate) @ layer.lora_A  # (out, in)
-            target = modules[name].weight
-            target += (delta.T if layer.transposed else delta).to(target)
+        for w, factors in parts:
+            for name, f in factors.items():
+                target = modules[name].weight
+                delta = w * f.delta()  # (out, in); transposed below for GPT-2's Conv1D
+                target += (delta.T if f.transposed else delta).to(target)
 
 
-def _warn_if_routed(hoe, lam: torch.Tensor) -> None:
-    if not hoe.routers:
+def _warn_if_routed(experts, routers, anchor, lam: torch.Tensor) -> None:
+    """Warn when λ would reach a router expert (the routing of the bundle: routers win shared anchors)."""
+    from hoe.model.preference_routing import PreferenceRouting
+
+    if not routers:
         return
-    e = len(hoe.experts)
-    used = [r.name for r, w in zip(hoe.routers, hoe.routing_weights(lam)[0, e:].tolist()) if w > 0]
+    anchors = np.array([anchor(e) for e in experts] + [anchor(r) for r in routers])
+    priority = np.array([0] * len(experts) + [1] * len(routers))
+    w = PreferenceRouting(anchors, priority).weights(lam.numpy())[len(experts) :]
+    used = [r["name"] for r, x in zip(routers, w) if x > 0]
     if used:
         warnings.warn(
             f"the router experts {used} would mix the LoRA experts token by token at this preference; a plain "
@@ -100,8 +110,14 @@ def _warn_if_routed(hoe, lam: torch.Tensor) -> None:
         )
 
 
-def _checkpoint_dtype(model: torch.nn.Module) -> torch.dtype:
-    dtype = getattr(model.config, "torch_dtype", None) or getattr(model.config, "dtype", None)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype, None)
+def _checkpoint_dtype(base_ref: str) -> torch.dtype:
+    """The dtype the base checkpoint is stored in (its config.json), float32 if it does not say."""
+    from hoe.io.resolve import resolve_model_dir
+
+    try:
+        config = json.loads((resolve_model_dir(base_ref, "model") / "config.json").read_text())
+    except (OSError, ValueError):
+        return torch.float32
+    name = config.get("dtype") or config.get("torch_dtype")
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
     return dtype if isinstance(dtype, torch.dtype) else torch.float32

@@ -216,17 +216,18 @@ class HoEModel(nn.Module):
         ctx = self._context(preference, expert_weights, args, kwargs).repeated(_expansion(kwargs))
         if compile:
             kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
-        with self.calling(ctx):
+        with self.calling(ctx):  # compiled: one graph per mode, batch shape and number of rank rows reached
             return self.base_model.generate(*args, **kwargs)
 
     @contextmanager
-    def calling(self, ctx: RoutingContext) -> Iterator[RoutingContext]:
+    def calling(self, ctx: RoutingContext, compact: bool = True) -> Iterator[RoutingContext]:
         """Write ``ctx``'s gates into every HoE layer for the duration of one call (calls from several
-        threads take turns: the layers hold one call's gates at a time)."""
+        threads take turns: the layers hold one call's gates at a time). ``compact``: see
+        :meth:`HoELinear.begin`."""
         with self._call_lock:
             mode = ctx.mode
             for layer in self.layers.values():
-                layer.begin(ctx.lora, ctx.routers, mode)
+                layer.begin(ctx.lora, ctx.routers, mode, compact)
             outer, self._call = self._call, ctx
             try:
                 yield ctx

@@ -89,9 +89,9 @@ class HoELinear(nn.Module):
         self.merge = False  # opt-in: mode "one" runs on a merged working copy of W
         self.call_lora = self.call_routers = None  # (Bw, E), (Bw, R) float32: the reference path's gates
         self.register_buffer("merged_weight", None, persistent=False)
-        self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, r)
-        self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, r)
-        self.register_buffer("call_B", None, persistent=False)  # (out, r): the kept columns of B
+        self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, Σr), the first r columns used
+        self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, Σr), likewise
+        self.register_buffer("call_B", None, persistent=False)  # (out, Σr): the kept columns of B first
         self._r = self.rank  # rank rows the call in progress keeps (begin)
         self._stack()
 
@@ -136,21 +136,26 @@ class HoELinear(nn.Module):
         return self
 
     # ----- the call ---------------------------------------------------------------------------------------
-    def begin(self, lora: torch.Tensor, routers: torch.Tensor, mode: str) -> None:
+    def begin(self, lora: torch.Tensor, routers: torch.Tensor, mode: str, compact: bool = True) -> None:
         """Write one call's gates into the layer (once per call, for every token it decodes).
 
         ``lora``: (Bw, E) float32 weights w⁽¹⁾ of the LoRA-expert anchors; ``routers``: (Bw, R) of the router
         experts (0 for the unused ones), both on the CPU; ``mode``: ``one`` (Bw = 1, no router weight),
-        ``rows`` (no router weight) or ``routers``. Only the rank rows of the experts the call can reach (a
-        LoRA anchor's weight, or a used router's active set) are written, in order, so the per-token matmuls
-        skip the others; which those are is known on the CPU, so nothing here waits for the device.
+        ``rows`` (no router weight) or ``routers``. With ``compact`` only the rank rows of the experts the call
+        can reach (a LoRA anchor's weight, or a used router's active set) are kept, in order, so the
+        per-token matmuls skip the others; which those are is known on the CPU, so nothing here waits for the
+        device. Without it (compiled decoding: one graph whatever λ reaches) every rank row is kept.
+        Per-call buffers have the full rank's capacity and are written in place (fixed addresses).
         """
         device, dtype = self.lora_A.device, self.lora_A.dtype
-        reached = (lora > 0).any(0) | (self._router_sets[(routers > 0).any(0)]).any(0)  # (E,) on the CPU
-        rows = [k for e in torch.nonzero(reached).flatten().tolist() for k in self._expert_rows[e]]
+        if compact:
+            reached = (lora > 0).any(0) | (self._router_sets[(routers > 0).any(0)]).any(0)  # (E,) on the CPU
+            rows = [k for e in torch.nonzero(reached).flatten().tolist() for k in self._expert_rows[e]]
+        else:
+            rows = list(range(self.rank))
         lora, routers = lora.to(device), routers.to(device)
         self.call_lora, self.call_routers = lora, routers
-        lead, r, n = self._lead, len(rows), self.num_routers * self.num_experts
+        lead, r, n, bw = self._lead, len(rows), self.num_routers * self.num_experts, lora.shape[0]
         self._r = r
         with torch.no_grad():
             if r == self.rank:
@@ -160,7 +165,8 @@ class HoELinear(nn.Module):
                 a, b, expand = self.lora_A[index], self.lora_B[:, index], self.expand[:, index]
                 index = self.rank_owner[index]
             gate = lora[:, index]  # (Bw, r) float32: each kept rank row's expert weight
-            self.call_B = b if r == self.rank else self._buffer("call_B", tuple(b.shape)).copy_(b)
+            self._buffer("call_B", (self.out_features, self.rank))[:, :r] = b
+            self.stacked_bias[lead : lead + r] = 0.0  # a routers call may have left router biases here
             if mode == "one":
                 self.stacked[lead : lead + r] = a * gate[0, :, None].to(dtype)
                 if self.merge and self.fused:
@@ -170,14 +176,13 @@ class HoELinear(nn.Module):
                     merged.addmm_(b * gate[0].to(dtype), a)
             else:
                 self.stacked[lead : lead + r] = a
-                self._buffer("call_gate", (gate.shape[0], 1, r)).copy_(gate[:, None, :])
+                self._buffer("call_gate", (bw, 1, self.rank))[..., :r] = gate[:, None, :]
             if mode == "routers":  # the router rows right after the kept A rows: one matmul computes all
                 self.stacked[lead + r : lead + r + n] = self.router_weight.reshape(n, self.in_features)
                 masked = self.router_bias.masked_fill(~self.router_active, float("-inf"))
-                self.stacked_bias[lead : lead + r] = 0.0
                 self.stacked_bias[lead + r : lead + r + n] = masked.reshape(n)
                 mix = routers[:, :, None, None] * expand  # (Bw, R, E, r)
-                self._buffer("call_mix", (routers.shape[0], n, r)).copy_(mix.reshape(-1, n, r))
+                self._buffer("call_mix", (bw, n, self.rank))[..., :r] = mix.reshape(bw, n, r)
         self.mode = mode
 
     def end(self) -> None:
@@ -202,8 +207,14 @@ class HoELinear(nn.Module):
             )
         if self.rank == 0:
             return self.base_layer(x)
-        if torch.is_grad_enabled() and self.router_weight.requires_grad and mode == "routers":
-            return self.reference_forward(x)  # the routers train: their gradients need their parameters
+        if mode == "routers" and (
+            (
+                torch.is_grad_enabled() and self.router_weight.requires_grad
+            )  # routers train: gradients need them
+            or self.router_weight.dtype
+            != self.stacked.dtype  # float32 routers over a bf16 base: keep them exact
+        ):
+            return self.reference_forward(x)
         if mode == "merged":
             return F.linear(x, self.merged_weight, self.base_layer.bias)
         lead, r = self._lead, self._r
@@ -221,15 +232,15 @@ class HoELinear(nn.Module):
             scores = z[..., lead + r :]
             e = self.num_experts
             eta = torch.softmax(scores.unflatten(-1, (-1, e)), dim=-1).flatten(-2)  # (B, T, R·E)
-            mix = self.call_mix
+            mix = self.call_mix[..., :r]
             if mix.shape[0] != eta.shape[0]:
                 mix = mix.expand(eta.shape[0], -1, -1) if mix.shape[0] == 1 else _rows(mix, eta.shape[0])
-            h = h * torch.baddbmm(self.call_gate, eta, mix)
+            h = h * torch.baddbmm(self.call_gate[..., :r], eta, mix)
         elif mode == "rows":
-            gate = self.call_gate
+            gate = self.call_gate[..., :r]
             h = h * (gate if gate.shape[0] in (1, h.shape[0]) else _rows(gate, h.shape[0]))
         y = z[..., :lead] if self.fused else self.base_layer(x)
-        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.call_B.t())
+        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.call_B[:, :r].t())
         return out.view(*x.shape[:-1], self.out_features)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -19,6 +21,7 @@ import torch
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest  # a module-level name: FastAPI resolves the annotations by it
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hoe.server.engine import Engine, Job
 from hoe.server.protocol import ApiError, Limits, parse
@@ -41,12 +44,26 @@ class Served:
 
 def create_app(served: Served):
 
-    app = FastAPI(title="hoe", docs_url=None, redoc_url=None)
     limits = served.limits
+
+    @asynccontextmanager
+    async def lifespan(_):
+        # every waiting request holds a worker thread (anyio's default pool has 40): room for all of them
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, limits.max_concurrent + 16)
+        yield
+
+    app = FastAPI(title="hoe", docs_url=None, redoc_url=None, lifespan=lifespan)
+    score_lock = threading.Lock()  # scorers (tokenizers, models) are not safe to call from two threads
 
     @app.exception_handler(ApiError)
     async def api_error(_, e: ApiError):
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_, e: StarletteHTTPException):  # unknown routes and methods, in the OpenAI shape
+        return JSONResponse(ApiError(e.status_code, str(e.detail), None, "not_found" if e.status_code == 404
+                                     else "http_error").body(), status_code=e.status_code)  # fmt: skip
 
     @app.exception_handler(Exception)
     async def server_error(_, e: Exception):  # the server keeps serving
@@ -57,8 +74,8 @@ def create_app(served: Served):
     async def guard(request: HttpRequest, call_next):
         try:
             if served.api_key and request.url.path != "/health":
-                given = request.headers.get("authorization", "")
-                if not secrets.compare_digest(given, f"Bearer {served.api_key}"):
+                given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+                if not secrets.compare_digest(given, f"Bearer {served.api_key}".encode()):
                     raise ApiError(401, "Missing or wrong API key (Authorization: Bearer KEY).", None,
                                    "invalid_api_key", "authentication_error")  # fmt: skip
             length = request.headers.get("content-length")
@@ -98,7 +115,11 @@ def create_app(served: Served):
                 raise ApiError(400, f"{name} must be a string.", name, "invalid_value")
         from hoe.objectives import score_matrix
 
-        values = await anyio.to_thread.run_sync(lambda: score_matrix(served.scorers, [prompt], [response]))
+        def score():
+            with score_lock:
+                return score_matrix(served.scorers, [prompt], [response])
+
+        values = await anyio.to_thread.run_sync(score)
         return {"scores": dict(zip(served.objectives, values[0].tolist()))}
 
     async def complete(request: HttpRequest, kind: str):
@@ -165,38 +186,49 @@ def _response(job: Job, served: Served) -> dict:
 
 
 async def _events(job: Job, served: Served, limits: Limits):
-    """Server-sent events: a role chunk (chat), text deltas, a finish chunk per choice, a usage chunk, [DONE]."""
+    """Server-sent events: a role chunk (chat), text deltas, then, once every choice is done, a finish chunk
+    per choice (the last one with the usage), a usage-only chunk if ``stream_options.include_usage``, and
+    [DONE]. A client that goes away cancels the job (its rows stop decoding)."""
     chat = job.request.kind == "chat"
     obj = "chat.completion.chunk" if chat else "text_completion"
 
-    def chunk(index: int, text: str | None = None, finish: str | None = None, role: bool = False) -> str:
+    def chunk(index: int, text: str | None = None, finish: str | None = None, role: bool = False, usage=None):
         if chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
             choice = {"index": index, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return _sse({**_base(job, served, obj), "choices": [choice]})
+        return _sse({**_base(job, served, obj), "choices": [choice], **({"usage": usage} if usage else {})})
 
-    if chat:
-        for c in job.choices:
-            yield chunk(c.index, role=True)
-    events = job.stream(limits.timeout_s)
-    while True:
-        event = await anyio.to_thread.run_sync(next, events, None)
-        if event is None:
-            break
-        kind, index, payload = event
-        if kind == "delta":
-            yield chunk(index, text=payload)
-        elif kind == "finish":
-            yield chunk(index, finish=payload)
-        elif kind == "error":
-            yield _sse(payload.body())
-            break
-        else:  # done
-            yield _sse({**_base(job, served, obj), "choices": [], "usage": _usage(job)})
-            break
-    yield "data: [DONE]\n\n"
+    finished: dict[int, str] = {}
+    try:
+        if chat:
+            for c in job.choices:
+                yield chunk(c.index, role=True)
+        events = job.stream(limits.timeout_s)
+        while True:
+            event = await anyio.to_thread.run_sync(next, events, None)
+            if event is None:
+                break
+            kind, index, payload = event
+            if kind == "delta":
+                yield chunk(index, text=payload)
+            elif kind == "finish":
+                finished[index] = payload
+            elif kind == "error":
+                yield _sse(payload.body())
+                break
+            else:  # done
+                last = len(job.choices) - 1
+                for c in job.choices:
+                    reason = finished.get(c.index, c.finish_reason or "length")
+                    yield chunk(c.index, finish=reason, usage=_usage(job) if c.index == last else None)
+                if job.request.include_usage:
+                    yield _sse({**_base(job, served, obj), "choices": [], "usage": _usage(job)})
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancelled = True  # a no-op once done; stops its rows if the client left early
 
 
 def _sse(data: dict) -> str:

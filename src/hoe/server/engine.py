@@ -4,7 +4,9 @@ A worker thread takes the waiting requests (up to ``Limits.max_batch_rows`` rows
 ``Limits.batch_wait_s`` for more once one is there) and decodes them in one ``HoEModel.generate`` call: each
 choice is a row with its own preference, seed, temperature and top-p (:class:`hoe.model.sampling.RowSampler`)
 and its own token budget and stop strings (:class:`_RowStops`, which also streams each row's new text). A
-row's tokens then depend only on its own request: the same as serving it alone.
+row's tokens then depend only on its own request: the same as serving it alone (tested exactly in float32;
+in bf16 the batch can change the rounding of a row, since the matmul shapes and the layers' fast path —
+one λ alone, a λ per row together — differ, so a near-tie may then decode another way).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -86,7 +89,7 @@ class Engine:
         self._in_flight = 0
         self._ids = itertools.count(1)
         self._stop = threading.Event()
-        self.batch_rows: list[int] = []  # rows of each decoded batch, for tests and the load benchmark
+        self.batch_rows: deque[int] = deque(maxlen=10_000)  # rows of the recent batches (tests, benchmark)
         self._worker = threading.Thread(target=self._run, name="hoe-serve-engine", daemon=True)
         self._worker.start()
 

@@ -66,6 +66,7 @@ class Request:
     n: int
     stop: list[str]
     stream: bool
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage only
     raw_preference: object = field(default=None, repr=False)
 
 
@@ -96,18 +97,23 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
     if top_p <= 0:
         raise ApiError(400, "top_p must be > 0 and <= 1.", "top_p", "invalid_value")
     seed = body.get("seed")
-    if seed is not None and not _whole(seed):
-        raise ApiError(400, f"seed must be an integer, got {seed!r}.", "seed", "invalid_value")
+    if seed is not None and not (_whole(seed) and 0 <= seed <= 2**63 - 1 - n):  # choice k uses seed + k
+        raise ApiError(400, f"seed must be an integer from 0 to 2**63 - 1 - n, got {seed!r}.", "seed",
+                       "invalid_value")  # fmt: skip
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, f"stream must be true or false, got {stream!r}.", "stream", "invalid_value")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise ApiError(400, "stream_options must be an object.", "stream_options", "invalid_value")
+    include_usage = bool(options.get("include_usage", False))
     n_tokens = len(tokenizer(prompt, add_special_tokens=kind != "chat").input_ids)
     if n_tokens > limits.max_prompt_tokens:
         raise ApiError(400, f"The prompt has {n_tokens} tokens; this server takes at most "
                        f"{limits.max_prompt_tokens}.", "messages" if kind == "chat" else "prompt",
                        "context_length_exceeded")  # fmt: skip
     return Request(kind, model, prompt, preference, max_tokens, temperature, top_p,
-                   None if seed is None else int(seed), n, _stop(body), stream, raw)  # fmt: skip
+                   None if seed is None else int(seed), n, _stop(body), stream, include_usage, raw)  # fmt: skip
 
 
 def _chat_prompt(body: dict, tokenizer) -> str:
@@ -131,7 +137,12 @@ def _chat_prompt(body: dict, tokenizer) -> str:
             )
         clean.append({"role": m["role"], "content": content})
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+        try:
+            return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # the template's own checks (roles, order): the client's input
+            raise ApiError(
+                400, f"The chat template refused these messages: {e}", "messages", "invalid_value"
+            ) from None
     return "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
 
 
