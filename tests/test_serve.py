@@ -221,3 +221,23 @@ def test_models_objectives_and_one_log_line_per_request_without_the_prompt(http,
     lines = [r.getMessage() for r in caplog.records if r.name == "hoe.server"]
     assert len(lines) == 1 and "preference=0.500,0.500" in lines[0] and "latency=" in lines[0]
     assert "zebra" not in lines[0]
+
+
+def test_scores_for_the_playground_when_the_objectives_load(http):
+    """The tiny bundle's objectives are no built-in scorers, so the server has none (404); with scorers (here
+    two toy ones) /v1/scores scores a response on each objective."""
+    from hoe.objectives import build_objectives
+
+    r = http.client.post("/v1/scores", json={"prompt": "hi", "response": "HELLO"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "no_scorers"
+    http.served.scorers = build_objectives(
+        ["helpful=py:tiny_lm:upper_share", "harmless=py:tiny_lm:upper_share"]
+    )
+    try:
+        assert http.client.get("/v1/objectives").json()["scores"] is True
+        r = http.client.post("/v1/scores", json={"prompt": "hi", "response": "HEllo"})
+        assert r.status_code == 200 and r.json()["scores"] == pytest.approx({"helpful": 0.4, "harmless": 0.4})
+        bad = http.client.post("/v1/scores", json={"prompt": "hi", "response": 3})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "response"
+    finally:
+        http.served.scorers = None
