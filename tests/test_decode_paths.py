@@ -169,7 +169,7 @@ def test_two_threads_with_different_preferences_get_what_each_gets_alone(model):
         threading.Thread(
             target=lambda n=n, p=p: together.__setitem__(n, model.generate(IDS, preference=p, **kw))
         )
-        for n, p in list(CASES.items()) * 1
+        for n, p in CASES.items()
     ]
     for t in threads:
         t.start()

@@ -39,11 +39,6 @@ class RoutingContext:
             return "routers"
         return "one" if self.lora.shape[0] == 1 else "rows"
 
-    @property
-    def active_experts(self) -> torch.Tensor:
-        """(E',) sorted indices of the LoRA experts some row gives weight directly (for inspection)."""
-        return torch.nonzero((self.lora > 0).any(0)).flatten()
-
     def repeated(self, k: int) -> RoutingContext:
         """Each row repeated k times in place, as ``generate`` expands a batch for samples or beams."""
         if k == 1 or self.lora.shape[0] == 1:

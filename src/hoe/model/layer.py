@@ -40,8 +40,6 @@ from torch import nn
 from hoe.io.adapters import LoraWeights
 from hoe.model.router import router_mixture
 
-MODES = ("one", "merged", "rows", "routers")
-
 
 class HoELinear(nn.Module):
     """Wraps a base ``nn.Linear`` or GPT-2 ``Conv1D`` (never changing its weight's values) with E LoRA experts."""
