@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo results bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ test: lint
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# the committed smol3 comparison (results/smol3/): every method on all 147 eval prompts, grid step 1/4, 2 samples;
+# about 2.5 h on 2 cores, resumable (rerun after an interruption: finished points are kept)
+SWEEP := runs/eval/smol3
+results: $(STAMP)
+	test -f runs/demo/bundle/hoe_bundle.json || $(BIN)/python scripts/demo.py
+	$(BIN)/hoe evaluate --model runs/demo/bundle --methods hoe,hoe-lora,soup,rs,mod,base,experts \
+	    --prompts smol:eval --grid 4 --samples 2 --batch-size 48 --no-progress --out $(SWEEP)
+	mkdir -p results/smol3
+	cp $(SWEEP)/results.json $(SWEEP)/results.md $(SWEEP)/pareto.png results/smol3/
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py

@@ -114,8 +114,22 @@ def test_evaluate_end_to_end_from_the_cli(tiny, tmp_path, capsys):
     )
     best = results["best_baseline"]
     assert best not in ("hoe", "hoe-lora") and methods[best]["hypervolume_ratio"] == 1.0
+    ratios = methods["hoe"]["hypervolume_ratios"]  # HoE against every other method, hoe-lora included
+    assert list(ratios) == ["hoe-lora", "soup", "rs", "mod", "base", "experts"]
+    for other, r in ratios.items():
+        hv = methods[other]["hypervolume"]
+        if hv > 0:
+            assert r["ratio"] == pytest.approx(methods["hoe"]["hypervolume"] / hv, rel=1e-4)
+            assert r["ci"][0] <= r["ci"][1]
+        else:  # no hypervolume to divide by
+            assert r == {"ratio": None, "ci": None}
+    assert (
+        list(methods["hoe-lora"]["hypervolume_ratios"])[0] == "hoe"
+        and "hypervolume_ratios" not in methods["rs"]
+    )
     table = (out / "results.md").read_text()
     assert "| hoe |" in table and f"HV / {best}" in table and "## experts" in table
+    assert "HV ratio [CI] of each row to each column" in table and "| | hoe-lora | soup |" in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "points").rglob("*.json"))) == 18
 

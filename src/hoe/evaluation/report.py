@@ -39,6 +39,7 @@ def markdown(results: dict) -> str:
             f"{', '.join(_num(rho[o], 2) for o in objectives) if rho else '-'} | "
             f"{_num(m['tokens_per_second'], 1)} | {_num(m['forward_passes_per_token'], 2)} |"
         )
+    lines += _versus(results["methods"])
     for name, m in results["methods"].items():
         lines += ["", f"## {name}", "", "| point | " + " | ".join(objectives) + " | Pareto |"]
         lines.append("|---" * (len(objectives) + 2) + "|")
@@ -52,6 +53,27 @@ def markdown(results: dict) -> str:
                 + f" | {'yes' if p['pareto'] else ''} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _versus(methods: dict) -> list[str]:
+    """HoE's (and hoe-lora's) hypervolume as a ratio to each other method's, with the paired interval."""
+    rows = [(name, m["hypervolume_ratios"]) for name, m in methods.items() if m.get("hypervolume_ratios")]
+    if not rows:
+        return []
+    others = list(rows[0][1])
+    lines = [
+        "",
+        "HV ratio [CI] of each row to each column (above 1 with the whole interval: the row wins):",
+        "",
+    ]
+    lines += ["| | " + " | ".join(others) + " |", "|---" * (len(others) + 1) + "|"]
+    for name, ratios in rows:
+        cells = [
+            "" if other not in ratios else f"{_num(ratios[other]['ratio'], 3)} {_ci(ratios[other]['ci'], 3)}"
+            for other in others
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _count(m: dict) -> str:
