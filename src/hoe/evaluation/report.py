@@ -104,7 +104,8 @@ def plot(results: dict, path: Path) -> None:
     markers = {"constant": "*", "vertices": "^", "grid": "o"}
     for ax, (a, b) in zip(axes, pairs):
         oa, ob = objectives[a], objectives[b]
-        for c, (name, m) in enumerate(results["methods"].items()):
+        # drawn last to first, so that the first method (HoE) sits on top where a copy hides it otherwise
+        for c, (name, m) in reversed(list(enumerate(results["methods"].items()))):
             xs = [p["mean"][oa] for p in m["points"]]
             ys = [p["mean"][ob] for p in m["points"]]
             size = 90 if m["kind"] == "constant" else 28
@@ -116,7 +117,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel(ob)
         ax.grid(alpha=0.3)
         ax.margins(0.1)
-    axes[0].legend(fontsize=7, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles[::-1], labels[::-1], fontsize=7, loc="best")  # in the methods' order
     ref = ", ".join(f"{o}={v:g}" for o, v in results["reference_point"].items())
     fig.suptitle(
         f"Mean rewards, {results['prompts']['n']} prompts (hypervolume reference: {ref})", fontsize=9
