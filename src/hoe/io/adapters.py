@@ -75,6 +75,7 @@ def write_adapter(
     )
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(folder))
+    _sort_target_modules(folder / "adapter_config.json")
     tensors: dict[str, torch.Tensor] = {}
     for name, w in weights.items():
         tensors[f"base_model.model.{name}.lora_A.weight"] = w.A.to(dtype).contiguous()
@@ -82,6 +83,15 @@ def write_adapter(
     save_file(tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     (folder / EXPERT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     (folder / "README.md").write_text(card)
+
+
+def _sort_target_modules(path: Path) -> None:
+    """PEFT keeps ``target_modules`` as a set and writes it in hash order, which changes from process to
+    process; sorted, the same adapter is the same bytes (content digests of bundles stay stable)."""
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def read_adapter(folder: str | Path, field: str = "expert") -> dict[str, LoraWeights]:
