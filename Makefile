@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # the committed smol3 comparison (results/smol3/): every method on all 147 eval prompts, grid step 1/4, 2 samples;
-# about 2.5 h on 2 cores, resumable (rerun after an interruption: finished points are kept)
+# about 2 h on 2 cores, resumable (rerun after an interruption: finished points are kept)
 SWEEP := runs/eval/smol3
 results: $(STAMP)
 	test -f runs/demo/bundle/hoe_bundle.json || $(BIN)/python scripts/demo.py

@@ -3,9 +3,9 @@
 For each method: its points' mean reward vectors with standard errors over prompts, which are on its Pareto
 front, the hypervolume of the means above the reference point with a 95 % bootstrap interval over prompts,
 the ratio to the best baseline's hypervolume (every method but HoE and its ablation ``hoe-lora``) with its
-interval (and, for ``hoe`` and ``hoe-lora``, the ratio to every other method: the project's claim is that HoE's
-front beats each baseline, its own ablation included), controllability and the mean Tchebycheff utility over the grid, and what decoding cost (tokens/s,
-forward passes per token).
+interval (and, for ``hoe`` and ``hoe-lora``, the ratio to every other method: the project's claim is that
+HoE's front beats each baseline, its own ablation included), controllability and the mean Tchebycheff utility
+over the grid, and what decoding cost (tokens/s, forward passes per token).
 
 The bootstrap draws prompt resamples once (fixed seed) and uses them for every method, so intervals and ratios
 are paired: a prompt that is hard for every method is hard in the same resamples.
