@@ -15,7 +15,9 @@ Modes, each against the base model run the same way, interleaved in one process:
                    :class:`hoe.evaluation.mod.Fusion`).
 
 Reported (one JSON line): ops per decode step (leaf aten ops, views and allocations excluded,
-:func:`hoe.model.op_count.ops_per_decode_step`) and their ratio to base, at batch 1 and 8; median tokens/s
+:func:`hoe.model.op_count.ops_per_decode_step`) and their ratio to base, at batch 1 and 8; the milliseconds a
+call spends writing its state into the layers before it decodes, with a new λ and with the last call's
+(``call_setup_ms``, median; counted in every generate call's tokens/s too); median tokens/s
 and its ratio to base at each batch size; with ``--compile`` the compiled modes too (static KV cache,
 ``torch.compile(fullgraph=True)``, CUDA graphs on a GPU), which would raise on a graph break.
 
@@ -210,6 +212,8 @@ def main() -> None:
     if not args.no_ops:
         report["ops_per_step"] = op_counts(args, getattr(torch, args.ops_dtype))
         print(json.dumps({**report, "part": "ops"}), flush=True)  # kept if the timing fails later
+    report["call_setup_ms"] = call_setup(args, dtype)
+    print(json.dumps({**report, "part": "setup"}), flush=True)
     fns = variants(args, dtype)
     if args.only:
         fns = {k: v for k, v in fns.items() if k in args.only.split(",")}
@@ -233,6 +237,33 @@ def main() -> None:
 
 def _base_of(name: str) -> str:
     return "base_compiled" if name.endswith("_compiled") else "base"
+
+
+def call_setup(args, dtype: torch.dtype, repeats: int = 7) -> dict:
+    """Median ms of :meth:`HoEModel.calling` (each layer's state written for one call, then released) per
+    mode at batch 8 (one λ: batch 1): ``<mode>_new``, a λ the last call did not have, and ``<mode>_same``,
+    the last call's λ again (the layers hold its state already)."""
+    make_base = lambda: base_model(args.shape, dtype, args.device)  # noqa: E731
+    model = hoe_model(make_base, expert_weights(make_base(), args.rank), router=True)
+    prefs = {
+        "one": lambda i: LAMBDA[:1] + [LAMBDA[1] + 0.01 * i, LAMBDA[2] - 0.01 * i],
+        "rows": lambda i: [[0.6 - 0.05 * i, 0.4 + 0.05 * i, 0.0], [0.0, 0.3, 0.7]] * 4,  # no router cell
+        "routers": lambda i: [[0.3 + 0.005 * i, 1 / 3, 1 / 3 - 0.005 * i]] * 8,
+    }
+    out = {}
+    for mode, pref in prefs.items():
+        times: dict[str, list[float]] = {"new": [], "same": []}
+        for i in range(repeats):
+            ctx = model.routing_context(pref(i))
+            assert ctx.mode == mode, (mode, ctx.mode)
+            for kind in ("new", "same"):
+                sync()
+                start = time.perf_counter()
+                with model.calling(ctx):
+                    sync()
+                times[kind].append(1e3 * (time.perf_counter() - start))
+        out.update({f"{mode}_{k}": round(statistics.median(v), 2) for k, v in times.items()})
+    return out
 
 
 def op_counts(args, dtype: torch.dtype) -> dict:

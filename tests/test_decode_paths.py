@@ -107,7 +107,7 @@ def test_the_merged_path_equals_the_reference_and_frees_its_copy(model):
 
 @pytest.mark.parametrize("mode", list(CASES) + ["merged"])
 def test_each_fast_path_is_within_rounding_of_the_reference_in_bf16(mode):
-    """One layer in bf16: the fast path rounds in other places (g folded into A, the gate mixed in one
+    """One layer in bf16: the fast path rounds in other places (g folded into Bᵀ, the gate mixed in one
     baddbmm, softmax in bf16), so it may differ by a few rounding steps of the output's magnitude."""
     model = hoe_model(dtype=torch.bfloat16)
     model.merge_single_preference(mode == "merged")
@@ -216,3 +216,37 @@ def test_a_biased_layer_after_a_routers_call_keeps_its_bias_exact():
         torch.testing.assert_close(layer(x), layer.reference_forward(x))
         layer.begin(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), "one", compact=False)
         torch.testing.assert_close(layer(x), layer.reference_forward(x))
+
+
+def test_a_call_with_the_last_calls_gates_writes_nothing_and_sees_an_edited_weight():
+    """The call state is cached on the gates, the options and the versions of what it is written from: the
+    same λ again writes nothing; a router's optimiser step or an edited expert is written again."""
+    model = hoe_model()
+    writes = []
+    write = HoELinear._write_gates
+
+    def counted(self, *args):
+        writes.append(self)
+        return write(self, *args)
+
+    with patch.object(HoELinear, "_write_gates", counted):
+        for mode in ("one", "routers"):
+            first = logits(model, CASES[mode])
+            writes.clear()
+            torch.testing.assert_close(logits(model, CASES[mode]), first, rtol=0, atol=0)
+            assert writes == []
+        first, last = list(model.layers.values())[0], list(model.layers.values())[-1]
+        with torch.no_grad():
+            first.router_weight.add_(0.5)  # in place, as an optimiser step
+            last.lora_Bt.mul_(2.0)
+        fast = logits(model, ROUTED)
+        assert writes == [first, last]  # the others hold this call's state already
+        with reference():
+            torch.testing.assert_close(fast, logits(model, ROUTED), rtol=0, atol=1e-5)
+        model.merge_single_preference()
+        merged = logits(model, ONE)
+        writes.clear()
+        torch.testing.assert_close(logits(model, ONE), merged, rtol=0, atol=0)
+        assert writes == []
+        with reference():
+            torch.testing.assert_close(merged, logits(model, ONE), rtol=0, atol=1e-5)

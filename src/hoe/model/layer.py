@@ -14,8 +14,8 @@ call can reach (3 of 6 for a λ inside one cell of a 3-objective lattice). Per t
 ==============================  ==================================================================  ======
 mode                            computation                                                         ops
 ==============================  ==================================================================  ======
-``one``: one gate, no router    [W; g⊙A] x in one matmul (g folded into A when the call starts),    +1
-                                then y = Wx + B h in one addmm
+``one``: one gate, no router    [W; A] x in one matmul, then y = Wx + B diag(g) h in one addmm      +1
+                                (g folded into the kept rows of Bᵀ when the call starts)
 ``merged`` (opt-in)             W + B diag(g) A merged into a working copy of W once per call       +0
 ``rows``: a gate per row        [W; A] x, h ⊙ g_row, addmm                                          +2
 ``routers``                     [W; A; W_R] x + [b; 0; b_R] (masked router scores are −∞ in the     +4
@@ -23,6 +23,9 @@ mode                            computation                                     
                                 the routers' w⁽¹⁾ and expands experts to rank rows), h ⊙ g, addmm
 ==============================  ==================================================================  ======
 
+Writing a call's state costs a copy per reached expert (its rows of A and Bᵀ are contiguous), done only when
+the set of reached experts changes, and one op per reached expert for the gates, skipped when they are the
+last call's: a server or a sweep at one λ pays it once.
 The per-call state is fixed tensors refreshed in place, so ``torch.compile(fullgraph=True)`` captures a
 decode step whole (:class:`~hoe.model.hoe_model.HoEModel` serialises calls so that two never share them).
 With gradients flowing into the routers (router training) the layer runs the reference computation instead,
@@ -44,7 +47,7 @@ from hoe.model.router import router_mixture
 class HoELinear(nn.Module):
     """Wraps a base ``nn.Linear`` or GPT-2 ``Conv1D`` (never changing its weight's values) with E LoRA experts."""
 
-    CALL_STATE = ("stacked", "stacked_bias", "merged_weight", "call_gate", "call_mix", "call_B")
+    CALL_STATE = ("stacked", "stacked_bias", "merged_weight", "call_gate", "call_mix", "call_Bt")
     """Buffers every call rewrites from the experts, the routers and its gates (W's rows of ``stacked`` aside,
     which are the base weight): derived state, not the model's."""
 
@@ -62,18 +65,15 @@ class HoELinear(nn.Module):
         a = torch.cat([w.A for w in present]) if present else torch.zeros(0, self.in_features)
         b = torch.cat([w.B for w in present], 1) if present else torch.zeros(self.out_features, 0)
         self.register_buffer("lora_A", a.to(weight), persistent=False)  # (Σr, in)
-        self.register_buffer("lora_B", b.to(weight), persistent=False)  # (out, Σr)
+        # Bᵀ, (Σr, out): an expert's columns of B are then contiguous rows, copied in one op per call
+        self.register_buffer("lora_Bt", b.t().to(weight).contiguous(), persistent=False)
+        self._starts = [
+            sum(ranks[:e]) for e in range(self.num_experts)
+        ]  # expert e: rows starts[e] + [0, r_e)
         owner = [e for e, r in enumerate(ranks) for _ in range(r)]
-        self._expert_rows = [[k for k, o in enumerate(owner) if o == e] for e in range(self.num_experts)]
-        self._router_sets = torch.ones(
-            num_routers, self.num_experts, dtype=torch.bool
-        )  # CPU copy of the masks
         self.register_buffer(
             "rank_owner", torch.tensor(owner, dtype=torch.long, device=weight.device), persistent=False
         )  # (Σr,) expert of each rank row
-        expand = torch.zeros(self.num_experts, self.rank)
-        expand[owner, range(self.rank)] = 1.0
-        self.register_buffer("expand", expand.to(weight), persistent=False)  # (E, Σr) expert -> its rank rows
         self.router_weight = nn.Parameter(weight.new_zeros(num_routers, self.num_experts, self.in_features))
         self.router_bias = nn.Parameter(weight.new_ones(num_routers, self.num_experts))
         self.register_buffer(
@@ -81,6 +81,7 @@ class HoELinear(nn.Module):
             torch.ones(num_routers, self.num_experts, dtype=torch.bool, device=weight.device),
             persistent=False,
         )
+        self._router_sets = [[True] * self.num_experts for _ in range(num_routers)]
         # a plain nn.Linear is fused: its weight becomes the first rows of `stacked`
         self.fused = type(base_layer) is nn.Linear
         self.mode: str | None = None  # set by begin(), for the call in progress
@@ -89,11 +90,18 @@ class HoELinear(nn.Module):
         self.register_buffer("merged_weight", None, persistent=False)
         self.register_buffer("call_gate", None, persistent=False)  # (Bw, 1, Σr), the first r columns used
         self.register_buffer("call_mix", None, persistent=False)  # (Bw, R·E, Σr), likewise
-        self.register_buffer("call_B", None, persistent=False)  # (out, Σr): the kept columns of B first
+        self.register_buffer("call_Bt", None, persistent=False)  # (Σr, out): the kept rows of Bᵀ first
         self._r = self.rank  # rank rows the call in progress keeps (begin)
+        self._held_rows = self._held_gates = None  # what the call state was last written from (begin)
+        self._held_mode: str | None = None
         self._stack()
 
     # ----- storage ------------------------------------------------------------------------------------------
+    @property
+    def lora_B(self) -> torch.Tensor:
+        """The experts' stacked B, (out, Σr): a view of ``lora_Bt``."""
+        return self.lora_Bt.t()
+
     @property
     def num_routers(self) -> int:
         return self.router_weight.shape[0]
@@ -120,6 +128,7 @@ class HoELinear(nn.Module):
         self.register_buffer("stacked", stacked, persistent=False)
         self.register_buffer("stacked_bias", bias, persistent=False)
         self.has_bias = self.fused and base_bias is not None
+        self._held_rows = self._held_gates = None
         self._link()
 
     def _link(self) -> None:
@@ -130,6 +139,7 @@ class HoELinear(nn.Module):
     def _apply(self, fn, recurse: bool = True):
         """``.to()``, ``.half()``…: move everything, then view W in the moved ``stacked`` again."""
         super()._apply(fn, recurse)
+        self._held_rows = self._held_gates = None
         self._link()
         return self
 
@@ -142,46 +152,103 @@ class HoELinear(nn.Module):
         ``rows`` (no router weight) or ``routers``. With ``compact`` only the rank rows of the experts the call
         can reach (a LoRA anchor's weight, or a used router's active set) are kept, in order, so the
         per-token matmuls skip the others; which those are is known on the CPU, so nothing here waits for the
-        device. Without it (compiled decoding: one graph whatever λ reaches) every rank row is kept.
-        Per-call buffers have the full rank's capacity and are written in place (fixed addresses).
+        device. Without it every rank row is kept. Per-call buffers have the full rank's capacity and are
+        written in place (fixed addresses). The state is written in two parts, each skipped when what it is
+        written from is what the layer holds already: the kept rows (:meth:`_write_rows`, from the set of
+        reached experts) and the gates (:meth:`_write_gates`, from λ).
         """
-        device, dtype = self.lora_A.device, self.lora_A.dtype
-        if compact:
-            reached = (lora > 0).any(0) | (self._router_sets[(routers > 0).any(0)]).any(0)  # (E,) on the CPU
-            rows = [k for e in torch.nonzero(reached).flatten().tolist() for k in self._expert_rows[e]]
-        else:
-            rows = list(range(self.rank))
-        lora, routers = lora.to(device), routers.to(device)
-        self.call_lora, self.call_routers = lora, routers
-        lead, r, n, bw = self._lead, len(rows), self.num_routers * self.num_experts, lora.shape[0]
-        self._r = r
+        device = self.lora_A.device
+        lora, routers = lora.cpu(), routers.cpu()  # no-ops for the CPU tensors begin is given
+        self.call_lora, self.call_routers = lora.to(device), routers.to(device)
+        lam, rw = lora.tolist(), routers.tolist()
+        experts = tuple(
+            self._reached(lam, rw) if compact else (e for e in range(self.num_experts) if self.layout[e])
+        )
         with torch.no_grad():
-            if r == self.rank:
-                index, a, b, expand = self.rank_owner, self.lora_A, self.lora_B, self.expand
-            else:
-                index = torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
-                a, b, expand = self.lora_A[index], self.lora_B[:, index], self.expand[:, index]
-                index = self.rank_owner[index]
-            gate = lora[:, index]  # (Bw, r) float32: each kept rank row's expert weight
-            self._buffer("call_B", (self.out_features, self.rank))[:, :r] = b
-            self.stacked_bias[lead : lead + r] = 0.0  # a routers call may have left router biases here
+            rows = self._rows_key(mode, experts)
+            if rows is None or rows != self._held_rows:
+                self._write_rows(experts, mode)
+                rows = self._held_rows = self._rows_key(mode, experts)
+            gates = None if rows is None else (rows, self.merge, lam, rw)
+            if gates is None or gates != self._held_gates:
+                self._held_mode = self._write_gates(experts, lam, mode)
+                self._held_gates = gates
+        self.mode = self._held_mode
+
+    def _reached(self, lam: list[list[float]], rw: list[list[float]]) -> list[int]:
+        """The experts a call can reach, in order: a LoRA anchor's weight > 0 in some row, or in the active
+        set of a router with weight > 0 in some row (and present in this module)."""
+        used = [any(row[k] > 0 for row in rw) for k in range(self.num_routers)]
+        sets = [s for u, s in zip(used, self._router_sets) if u]
+        return [
+            e
+            for e in range(self.num_experts)
+            if self.layout[e] and (any(row[e] > 0 for row in lam) or any(s[e] for s in sets))
+        ]
+
+    def _rows_key(self, mode: str, experts: tuple[int, ...]) -> tuple | None:
+        """What :meth:`_write_rows` writes from: the mode, the kept experts and each tensor it reads
+        (identity and in-place version, so an edited weight or a router's optimiser step is seen); None
+        where versions are not tracked (inference tensors): then every call writes."""
+        read = (
+            self.stacked,
+            self.lora_A,
+            self.lora_Bt,
+            self.router_weight,
+            self.router_bias,
+            self.router_active,
+        )
+        try:
+            return (mode, experts, *((id(t), t._version) for t in read))
+        except RuntimeError:
+            return None
+
+    def _write_rows(self, experts: tuple[int, ...], mode: str) -> None:
+        """The kept experts' rows of A after W's in ``stacked`` (and, but with one λ, their rows of Bᵀ in
+        ``call_Bt``), then with routers the router rows: what changes only with the set of reached experts."""
+        lead, n = self._lead, self.num_routers * self.num_experts
+        r = self._r = sum(self.layout[e] for e in experts)
+        self.stacked_bias[lead : lead + r] = 0.0  # a routers call may have left router biases here
+        bt = self._buffer("call_Bt", (self.rank, self.out_features))
+        o = 0
+        for s, k in _runs([(self._starts[e], self.layout[e]) for e in experts]):  # contiguous rows
+            self.stacked[lead + o : lead + o + k] = self.lora_A[s : s + k]
+            if mode != "one":
+                bt[o : o + k] = self.lora_Bt[s : s + k]
+            o += k
+        if mode == "routers":  # the router rows right after the kept A rows: one matmul computes all
+            self.stacked[lead + r : lead + r + n] = self.router_weight.reshape(n, self.in_features)
+            masked = self.router_bias.masked_fill(~self.router_active, float("-inf"))
+            self.stacked_bias[lead + r : lead + r + n] = masked.reshape(n)
+
+    def _write_gates(self, experts: tuple[int, ...], lam: list[list[float]], mode: str) -> str:
+        """The call's gates over the kept rank rows: with one λ folded into Bᵀ (and merged into a copy of W
+        if asked), else in ``call_gate`` (and the routers' mixing matrix M in ``call_mix``). Returns the
+        forward's mode (``merged`` for a merged one)."""
+        bw, r, n = len(lam), self._r, self.num_routers * self.num_experts
+        bt = self.call_Bt
+        if mode != "one":
+            gate = self._buffer("call_gate", (bw, 1, self.rank))
+        if mode == "routers":
+            mix = self._buffer("call_mix", (bw, n, self.rank))
+            mix[..., :r] = 0.0
+            mix_e = mix.view(bw, self.num_routers, self.num_experts, self.rank)  # rows k·E + e
+        o = 0
+        for e in experts:  # expert e's gate on kept rows o … o + r_e − 1
+            s, k = self._starts[e], self.layout[e]
             if mode == "one":
-                self.stacked[lead : lead + r] = a * gate[0, :, None].to(dtype)
-                if self.merge and self.fused:
-                    mode = "merged"
-                    merged = self._buffer("merged_weight", (self.out_features, self.in_features))
-                    merged.copy_(self.stacked[: self.out_features])
-                    merged.addmm_(b * gate[0].to(dtype), a)
+                torch.mul(self.lora_Bt[s : s + k], lam[0][e], out=bt[o : o + k])  # g folded into Bᵀ
             else:
-                self.stacked[lead : lead + r] = a
-                self._buffer("call_gate", (bw, 1, self.rank))[..., :r] = gate[:, None, :]
-            if mode == "routers":  # the router rows right after the kept A rows: one matmul computes all
-                self.stacked[lead + r : lead + r + n] = self.router_weight.reshape(n, self.in_features)
-                masked = self.router_bias.masked_fill(~self.router_active, float("-inf"))
-                self.stacked_bias[lead + r : lead + r + n] = masked.reshape(n)
-                mix = routers[:, :, None, None] * expand  # (Bw, R, E, r)
-                self._buffer("call_mix", (bw, n, self.rank))[..., :r] = mix.reshape(bw, n, r)
-        self.mode = mode
+                gate[:, 0, o : o + k] = self.call_lora[:, e : e + 1]
+            if mode == "routers":  # M: router k's w⁽¹⁾ on each rank row of expert e
+                mix_e[:, :, e, o : o + k] = self.call_routers[:, :, None]
+            o += k
+        if mode == "one" and self.merge and self.fused:  # W + B diag(g) A, once
+            merged = self._buffer("merged_weight", (self.out_features, self.in_features))
+            lead = self._lead
+            torch.addmm(self.stacked[:lead], bt[:r].t(), self.stacked[lead : lead + r], out=merged)
+            return "merged"
+        return mode
 
     def end(self) -> None:
         self.mode = None
@@ -238,7 +305,7 @@ class HoELinear(nn.Module):
             gate = self.call_gate[..., :r]
             h = h * (gate if gate.shape[0] in (1, h.shape[0]) else _rows(gate, h.shape[0]))
         y = z[..., :lead] if self.fused else self.base_layer(x)
-        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.call_B[:, :r].t())
+        out = torch.addmm(y.flatten(0, -2), h.flatten(0, -2), self.call_Bt[:r])
         return out.view(*x.shape[:-1], self.out_features)
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,7 +341,7 @@ class HoELinear(nn.Module):
         self.router_weight = nn.Parameter(torch.cat([w.data, w.new_zeros(1, *w.shape[1:])]))
         self.router_bias = nn.Parameter(torch.cat([b.data, b.new_ones(1, b.shape[1])]))
         self.router_active = torch.cat([self.router_active, active.to(self.router_active)[None]])
-        self._router_sets = torch.cat([self._router_sets, active.cpu().bool()[None]])
+        self._router_sets.append(active.cpu().bool().tolist())
         self._stack()
 
     def expert_weights(self, e: int) -> LoraWeights | None:
@@ -282,10 +349,21 @@ class HoELinear(nn.Module):
         rows = self.rank_owner == e
         if not rows.any():
             return None
-        return LoraWeights(A=self.lora_A[rows], B=self.lora_B[:, rows], transposed=self.transposed)
+        return LoraWeights(A=self.lora_A[rows], B=self.lora_Bt[rows].t(), transposed=self.transposed)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.layout}, routers={self.num_routers}"
+
+
+def _runs(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, length) spans of rows, adjacent ones merged: [(0, 2), (2, 3), (7, 1)] -> [(0, 5), (7, 1)]."""
+    out: list[tuple[int, int]] = []
+    for s, k in spans:
+        if out and out[-1][0] + out[-1][1] == s:
+            out[-1] = (out[-1][0], out[-1][1] + k)
+        else:
+            out.append((s, k))
+    return out
 
 
 def _rows(t: torch.Tensor, batch: int) -> torch.Tensor:
