@@ -67,9 +67,8 @@ class HoELinear(nn.Module):
         self.register_buffer("lora_A", a.to(weight), persistent=False)  # (Σr, in)
         # Bᵀ, (Σr, out): an expert's columns of B are then contiguous rows, copied in one op per call
         self.register_buffer("lora_Bt", b.t().to(weight).contiguous(), persistent=False)
-        self._starts = [
-            sum(ranks[:e]) for e in range(self.num_experts)
-        ]  # expert e: rows starts[e] + [0, r_e)
+        # expert e's rank rows of A and Bᵀ: starts[e] … starts[e] + r_e − 1
+        self._starts = [sum(ranks[:e]) for e in range(self.num_experts)]
         owner = [e for e, r in enumerate(ranks) for _ in range(r)]
         self.register_buffer(
             "rank_owner", torch.tensor(owner, dtype=torch.long, device=weight.device), persistent=False
