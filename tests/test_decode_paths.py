@@ -250,3 +250,33 @@ def test_a_call_with_the_last_calls_gates_writes_nothing_and_sees_an_edited_weig
         assert writes == []
         with reference():
             torch.testing.assert_close(merged, logits(model, ONE), rtol=0, atol=1e-5)
+
+
+def test_no_stale_state_after_a_failed_write_or_a_merge_toggled_between_calls():
+    """A write that fails halfway (out of memory, an interrupt) leaves no key claiming the old state; turning
+    the merge off and on again without a call in between writes the merged copy again."""
+    model = hoe_model(routers=False)
+    with reference():
+        expected = logits(model, ONE)
+    logits(model, ONE)  # the layers hold ONE's state
+    ctx = model.routing_context([0.8, 0.2, 0.0])  # ONE's cell: the same kept rows, other gates
+    real_mul, calls = torch.mul, []
+
+    def failing(*args, **kwargs):  # the second gate written fails, halfway through the second layer
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return real_mul(*args, **kwargs)
+
+    with (
+        patch.object(torch, "mul", failing),
+        pytest.raises(RuntimeError, match="out of memory"),
+        model.calling(ctx),
+    ):
+        pass
+    torch.testing.assert_close(logits(model, ONE), expected, rtol=0, atol=1e-5)
+    model.merge_single_preference()
+    merged = logits(model, ONE)
+    model.merge_single_preference(False)
+    model.merge_single_preference()
+    torch.testing.assert_close(logits(model, ONE), merged, rtol=0, atol=0)

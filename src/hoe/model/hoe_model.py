@@ -225,27 +225,34 @@ class HoEModel(nn.Module):
         threads take turns: the layers hold one call's gates at a time). ``compact``: see
         :meth:`HoELinear.begin`."""
         with self._call_lock:
-            mode = ctx.mode
-            for layer in self.layers.values():
-                layer.begin(ctx.lora, ctx.routers, mode, compact)
+            self._begin(ctx, compact)
             outer, self._call = self._call, ctx
             try:
                 yield ctx
             finally:
                 self._call = outer
-                for layer in self.layers.values():
-                    if outer is None:
+                if outer is None:
+                    for layer in self.layers.values():
                         layer.end()
-                    else:  # a nested call (checkpoint recomputation inside a call): restore the outer one
-                        layer.begin(outer.lora, outer.routers, outer.mode)
+                else:  # a nested call (checkpoint recomputation inside a call): restore the outer one
+                    self._begin(outer, compact=True)
+
+    def _begin(self, ctx: RoutingContext, compact: bool) -> None:
+        """Every layer's :meth:`HoELinear.begin`, the gates copied to each device once (not once per layer)."""
+        lora, routers = ctx.lora.cpu(), ctx.routers.cpu()
+        moved: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        for layer in self.layers.values():
+            device = layer.lora_A.device
+            if device not in moved:
+                moved[device] = (lora.to(device), routers.to(device))
+            layer.begin(lora, routers, ctx.mode, compact, on_device=moved[device])
 
     def merge_single_preference(self, enable: bool = True) -> None:
         """Opt-in, for users with the memory for a second copy of every adapted weight: a call with one λ
         and no router decodes on W + Σ_j g_j B_j A_j merged once per call, at exactly the base model's cost."""
-        for layer in self.layers.values():
-            layer.merge = enable
-            if not enable:
-                layer.merged_weight = None
+        with self._call_lock:
+            for layer in self.layers.values():
+                layer.set_merge(enable)
 
     def activation_checkpointing(self, enable: bool = True) -> int:
         """Recompute each transformer block's activations in the backward pass (less memory, one more forward);

@@ -36,6 +36,8 @@ layer) keeps its own forward and ``stacked`` holds only the expert and router ro
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,7 +145,14 @@ class HoELinear(nn.Module):
         return self
 
     # ----- the call ---------------------------------------------------------------------------------------
-    def begin(self, lora: torch.Tensor, routers: torch.Tensor, mode: str, compact: bool = True) -> None:
+    def begin(
+        self,
+        lora: torch.Tensor,
+        routers: torch.Tensor,
+        mode: str,
+        compact: bool = True,
+        on_device: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """Write one call's gates into the layer (once per call, for every token it decodes).
 
         ``lora``: (Bw, E) float32 weights w⁽¹⁾ of the LoRA-expert anchors; ``routers``: (Bw, R) of the router
@@ -154,25 +163,36 @@ class HoELinear(nn.Module):
         device. Without it every rank row is kept. Per-call buffers have the full rank's capacity and are
         written in place (fixed addresses). The state is written in two parts, each skipped when what it is
         written from is what the layer holds already: the kept rows (:meth:`_write_rows`, from the set of
-        reached experts) and the gates (:meth:`_write_gates`, from λ).
+        reached experts) and the gates (:meth:`_write_gates`, from λ). ``on_device``: ``lora`` and ``routers``
+        already on this layer's device (:class:`~hoe.model.hoe_model.HoEModel` copies them once per call).
         """
-        device = self.lora_A.device
         lora, routers = lora.cpu(), routers.cpu()  # no-ops for the CPU tensors begin is given
-        self.call_lora, self.call_routers = lora.to(device), routers.to(device)
+        if on_device is None:
+            on_device = lora.to(self.lora_A.device), routers.to(self.lora_A.device)
+        self.call_lora, self.call_routers = on_device
         lam, rw = lora.tolist(), routers.tolist()
         experts = tuple(
             self._reached(lam, rw) if compact else (e for e in range(self.num_experts) if self.layout[e])
         )
         with torch.no_grad():
             rows = self._rows_key(mode, experts)
-            if rows is None or rows != self._held_rows:
+            if rows is None or not self._holds(rows):
+                self._held_rows = self._held_gates = None  # until the writes below finish
                 self._write_rows(experts, mode)
                 rows = self._held_rows = self._rows_key(mode, experts)
-            gates = None if rows is None else (rows, self.merge, lam, rw)
+            gates = None if rows is None else (rows[0], self.merge, lam, rw)
             if gates is None or gates != self._held_gates:
+                self._held_gates = None
                 self._held_mode = self._write_gates(experts, lam, mode)
                 self._held_gates = gates
         self.mode = self._held_mode
+
+    def set_merge(self, enable: bool) -> None:
+        """Opt in or out of the merged working copy of W for calls with one λ (freed when disabled)."""
+        self.merge = enable
+        if not enable:
+            self.merged_weight = None
+        self._held_gates = None  # the next call writes its gates (and the merged copy) again
 
     def _reached(self, lam: list[list[float]], rw: list[list[float]]) -> list[int]:
         """The experts a call can reach, in order: a LoRA anchor's weight > 0 in some row, or in the active
@@ -186,8 +206,9 @@ class HoELinear(nn.Module):
         ]
 
     def _rows_key(self, mode: str, experts: tuple[int, ...]) -> tuple | None:
-        """What :meth:`_write_rows` writes from: the mode, the kept experts and each tensor it reads
-        (identity and in-place version, so an edited weight or a router's optimiser step is seen); None
+        """What :meth:`_write_rows` writes from: (mode, kept experts, the in-place version of each tensor it
+        reads) and weak references to those tensors, so an edited weight, a router's optimiser step or a
+        replaced tensor is seen (an edit through ``.data`` is not: it bypasses the version counter). None
         where versions are not tracked (inference tensors): then every call writes."""
         read = (
             self.stacked,
@@ -198,9 +219,19 @@ class HoELinear(nn.Module):
             self.router_active,
         )
         try:
-            return (mode, experts, *((id(t), t._version) for t in read))
+            versions = tuple(t._version for t in read)
         except RuntimeError:
             return None
+        return (mode, experts, versions), tuple(weakref.ref(t) for t in read)
+
+    def _holds(self, key: tuple) -> bool:
+        """Whether the layer holds the rows ``key`` describes: equal values, the very same tensors."""
+        held = self._held_rows
+        return (
+            held is not None
+            and held[0] == key[0]
+            and all(a() is b() is not None for a, b in zip(held[1], key[1]))
+        )
 
     def _write_rows(self, experts: tuple[int, ...], mode: str) -> None:
         """The kept experts' rows of A after W's in ``stacked`` (and, but with one λ, their rows of Bᵀ in
