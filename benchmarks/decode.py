@@ -243,8 +243,8 @@ def call_setup(args, dtype: torch.dtype, repeats: int = 7) -> dict:
     """Median ms of :meth:`HoEModel.calling` (each layer's state written for one call, then released) per
     mode at batch 8 (one λ: batch 1): ``<mode>_new``, a λ the last call did not have, and ``<mode>_same``,
     the last call's λ again (the layers hold its state already)."""
-    make_base = lambda: base_model(args.shape, dtype, args.device)  # noqa: E731
-    model = hoe_model(make_base, expert_weights(make_base(), args.rank), router=True)
+    base = base_model(args.shape, dtype, args.device)  # wrapped in place: loaded once
+    model = hoe_model(lambda: base, expert_weights(base, args.rank), router=True)
     prefs = {
         "one": lambda i: LAMBDA[:1] + [LAMBDA[1] + 0.01 * i, LAMBDA[2] - 0.01 * i],
         "rows": lambda i: [[0.6 - 0.05 * i, 0.4 + 0.05 * i, 0.0], [0.0, 0.3, 0.7]] * 4,  # no router cell
