@@ -11,7 +11,8 @@
 6. `hoe evaluate` on a few eval prompts at the vertices, edge midpoints and centroid: HoE against Rewarded
    Soups and MOD on the same prompts and seeds, with hypervolumes, the table and runs/demo/eval/pareto.png.
 
-Everything lands in runs/demo/ (replaced on every run).
+Everything lands in runs/demo/: the experts and the bundle are rebuilt on every run; the evaluation keeps the
+points a previous run made with the same experts and settings.
 """
 
 from __future__ import annotations
