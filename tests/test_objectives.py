@@ -120,3 +120,15 @@ def test_judge_is_log_odds_and_batch_invariant(tmp_path):
         logp = logp.log_softmax(-1)
     want = logp[obj.yes_ids].logsumexp(-1) - logp[obj.no_ids].logsumexp(-1)
     assert single[0].item() == pytest.approx(want.item(), abs=1e-5)
+
+
+def test_specs_are_matched_to_the_bundles_objectives_by_name_or_kind():
+    from hoe.objectives.base import specs_for
+
+    names = ["relevance", "polite"]
+    assert specs_for(names, None) == names  # the names as built-in kinds
+    assert specs_for(names, ["polite=py:m:f", "relevance"]) == ["relevance", "polite=py:m:f"]  # bundle order
+    with pytest.raises(
+        ConfigError, match=r"names the objectives \['relevance', 'py'\].*e\.g\. polite=py:m:f"
+    ):
+        specs_for(names, ["relevance", "py:m:f"])  # matched by text: an unnamed py: spec is named "py"

@@ -78,3 +78,16 @@ def test_omd_keeps_zero_weights_off_the_support():
 def test_bad_tchebycheff_options(options, match):
     with pytest.raises(ConfigError, match=match):
         build_scalarisation("tchebycheff", LAM, **options)
+
+
+def test_a_scalarisation_registered_after_import_is_accepted_by_router_training(monkeypatch):
+    from hoe.training.router import RouterConfig
+
+    monkeypatch.setitem(SCALARISATIONS, "mine", SCALARISATIONS["linear"])
+    assert RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation="mine").scalarisation == "mine"
+    with pytest.raises(
+        ConfigError, match=r"scalarisation: got 'nope'\. Choose one of \['linear', 'mine', 'tchebycheff'\]"
+    ):
+        RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation="nope")
+    with pytest.raises(ConfigError, match=r"scalarisation: got \['linear'\]"):
+        RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation=["linear"])

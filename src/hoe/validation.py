@@ -7,7 +7,7 @@ together (:func:`hoe.errors.raise_all`). Numbers must be finite: ``inf`` is neve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 
 from hoe.errors import ConfigError, HoEError, bad_value, raise_all
 
@@ -47,10 +47,17 @@ def at_least(name: str, low: float, what: str) -> Check:
     return check
 
 
-def one_of(name: str, choices: Sequence[str]) -> Check:
+def one_of(name: str, choices: Collection[str]) -> Check:
+    """``name`` is one of ``choices``, read when the check runs: pass a registry itself (not a list of it) so
+    that entries registered after import are accepted."""
+
     def check(c: object) -> HoEError | None:
         value = getattr(c, name)
-        return None if value in choices else bad_value(name, value, f"Choose one of {sorted(choices)}.")
+        try:
+            ok = value in choices
+        except TypeError:  # an unhashable value (a list) looked up in a registry
+            ok = False
+        return None if ok else bad_value(name, value, f"Choose one of {sorted(choices)}.")
 
     return check
 

@@ -151,7 +151,9 @@ def _check_inputs(config: EvaluateConfig) -> _Inputs:
     manifest = read_manifest(config.model)
     names = manifest["objectives"]
     errors: list[HoEError | None] = []
-    specs = _attempt(errors, lambda: objective_specs(config.objective, names))
+    from hoe.objectives.base import specs_for
+
+    specs = _attempt(errors, lambda: specs_for(names, config.objective))
     ref = _attempt(errors, lambda: reference_point(config.reference_point, names, specs or names))
     lattice = _attempt(errors, lambda: simplex_lattice(len(names), config.grid))
     grid = _attempt(errors, lambda: _grid(lattice, config.preference, names)) if lattice is not None else None
@@ -175,24 +177,6 @@ def _attempt(errors: list[HoEError | None], check):
     except HoEError as e:
         errors.append(e)
         return None
-
-
-def objective_specs(given: list[str] | None, names: list[str]) -> list[str]:
-    """One spec per bundle objective, in the bundle's order: ``given`` (each named like an objective, by
-    ``NAME=`` or by its kind) or the names themselves as built-in kinds."""
-    from hoe.objectives.base import split_name
-
-    specs = list(given or names)
-    named = [split_name(s)[0] or split_name(s)[1].partition(":")[0] for s in specs]
-    if sorted(named) != sorted(names):
-        raise ConfigError(
-            f"names the objectives {named}, but the bundle's are {names}.",
-            field="objective",
-            value=specs,
-            fix="Give one objective per bundle objective, named like it (NAME=KIND[:ARG]).",
-        )
-    by_name = dict(zip(named, specs))
-    return [by_name[n] for n in names]
 
 
 def reference_point(given: Preference | None, names: list[str], specs: list[str]) -> torch.Tensor:

@@ -115,6 +115,30 @@ def split_name(spec: str) -> tuple[str | None, str]:
     return None, spec.strip()
 
 
+def specs_for(names: Sequence[str], given: Sequence[str] | None, field: str = "objective") -> list[str]:
+    """One spec per objective of ``names`` (a bundle's), in that order: ``given``, each named like one of them
+    by ``NAME=`` or else by its kind, or, with none given, the names themselves as built-in kinds.
+
+    A spec is matched by its text, before anything is built (which may load a model), so a kind with an
+    argument needs ``NAME=``: ``py:mod:relevance`` is named ``py`` here even though the objective it builds is
+    named ``relevance``.
+    """
+    specs = list(given or names)
+    named = [split_name(s)[0] or split_name(s)[1].partition(":")[0] for s in specs]
+    if sorted(named) != sorted(names):
+        unnamed = [s for s in specs if split_name(s)[0] is None and ":" in s]
+        missing = [n for n in names if n not in named] or list(names)
+        hint = f" Name {unnamed} with NAME=, e.g. {missing[0]}={unnamed[0]}." if unnamed else ""
+        raise ConfigError(
+            f"names the objectives {named}, but the bundle's are {list(names)}.",
+            field=field,
+            value=specs,
+            fix="Give one objective per bundle objective, named like it (NAME=KIND[:ARG])." + hint,
+        )
+    by_name = dict(zip(named, specs))
+    return [by_name[n] for n in names]
+
+
 def score_matrix(objectives: Sequence[Objective], prompts: list[str], responses: list[str]) -> torch.Tensor:
     """The ``n x m`` reward matrix ``R[i, j] = objectives[j].score(prompts, responses)[i]`` (float32).
 

@@ -157,7 +157,7 @@ _CHECKS = [
     _value_lr,
     _minibatches_fit,
     _at_most_batch("omd_horizon", "(the OMD rate is batch size / horizon, at most 1)"),
-    one_of("scalarisation", list(SCALARISATIONS)),
+    one_of("scalarisation", SCALARISATIONS),  # the registry: later registrations count
     one_of("reference", list(REFERENCES)),
     one_of("dtype", list(DTYPES)),
     not_both("resume", "overwrite"),

@@ -52,7 +52,7 @@ def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list
     """What needs the bundle's manifest (cheap: no weights): the anchor, the objectives' names, the router's
     name and place, the reference's experts. Every problem at once. Returns (manifest, λ, objective specs)."""
     from hoe.model.bundle import read_manifest
-    from hoe.objectives.base import split_name
+    from hoe.objectives.base import specs_for
     from hoe.preference import to_simplex
 
     manifest = read_manifest(config.model)
@@ -63,25 +63,18 @@ def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list
         lam = to_simplex(config.anchor, names, "anchor")
     except PreferenceError as e:
         errors.append(e)
-    specs = list(config.objective or names)
-    given = [split_name(s)[0] or split_name(s)[1].partition(":")[0] for s in specs]  # NAME= or the kind
-    if sorted(given) != sorted(names):
-        errors.append(
-            ConfigError(
-                f"names the objectives {given}, but the bundle's are {names}.",
-                field="objective",
-                value=specs,
-                fix="Give one objective per bundle objective, named like it (NAME=KIND[:ARG]).",
-            )
-        )
+    specs = None
+    try:
+        specs = specs_for(names, config.objective)
+    except ConfigError as e:
+        errors.append(e)
     if lam is not None:
         errors.append(_router_place_error(config, manifest, lam))
         errors.append(_target_error(config, names))
     errors.extend(_vertex_errors(config, manifest))
     raise_all(errors)
-    assert lam is not None
-    by_name = dict(zip(given, specs))
-    return manifest, lam, [by_name[n] for n in names]  # in the bundle's order
+    assert lam is not None and specs is not None
+    return manifest, lam, specs  # in the bundle's order
 
 
 def router_name(config: RouterConfig, lam: torch.Tensor) -> str:
