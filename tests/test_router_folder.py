@@ -84,7 +84,7 @@ def test_a_router_next_to_other_experts_is_refused_naming_both(tiny, tmp_path):
     folder = save_router(tiny.trained, "b", tmp_path / "b")
     with pytest.raises(CheckpointError, match="was trained to mix the experts helpful") as e:
         build(str(tiny.base), tiny.others, tmp_path / "x", trained_routers=[folder])
-    assert e.value.field == "router_from" or e.value.field == "model"
+    assert e.value.field == "router_from"  # the CLI blames --router-from, not --model
     assert not (tmp_path / "x").exists()
     swapped = {"harmless": tiny.experts["harmless"], "helpful": tiny.experts["helpful"]}
     with pytest.raises(
@@ -115,3 +115,43 @@ def test_the_cli_saves_and_attaches(tiny, tmp_path, capsys):
     assert code == 0, err
     manifest = json.loads((Path(tmp_path / "bundle") / "hoe_bundle.json").read_text())
     assert [r["name"] for r in manifest["routers"]] == ["a", "fresh"]
+
+
+def copy_with_manifest(tiny, tmp_path, edit) -> Path:
+    """A copy of the trained bundle whose manifest ``edit`` changed in place."""
+    import shutil
+
+    folder = Path(shutil.copytree(tiny.trained, tmp_path / "edited"))
+    manifest = json.loads((folder / "hoe_bundle.json").read_text())
+    edit(manifest)
+    (folder / "hoe_bundle.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_manifest_with_its_experts_reordered_is_refused_not_routed_to_the_wrong_experts(tiny, tmp_path):
+    folder = copy_with_manifest(tiny, tmp_path, lambda m: m["experts"].reverse())
+    with pytest.raises(
+        CheckpointError,
+        match=r"in the order \['helpful', 'harmless'\], but the manifest lists \['harmless', 'helpful'\]",
+    ) as e:
+        HoEModel.from_pretrained(folder)
+    assert e.value.field == "model"
+
+
+def test_an_expert_anchor_off_the_simplex_is_divided_by_its_sum_as_a_routers_is(tiny, tmp_path):
+    def edit(m):
+        m["experts"][0]["anchor"] = {"helpful": 2.0}  # harmless left out: 0
+
+    model = HoEModel.from_pretrained(copy_with_manifest(tiny, tmp_path, edit))
+    assert model.experts[0].anchor == (1.0, 0.0)
+    assert model.routing_weights([1.0, 0.0])[0, 0].item() == pytest.approx(1.0)  # λ at its anchor: all on it
+
+
+def test_a_model_whose_experts_have_no_records_saves_a_bundle_it_can_load(tiny, tmp_path):
+    import dataclasses
+
+    model = HoEModel.from_pretrained(tiny.trained)
+    model.experts = [dataclasses.replace(e, record={}) for e in model.experts]
+    again = HoEModel.from_pretrained(model.save_pretrained(tmp_path / "saved"))
+    assert [e.anchor for e in again.experts] == [e.anchor for e in model.experts]
+    assert again.experts[0].record == {"anchor": {"helpful": 1.0, "harmless": 0.0}}

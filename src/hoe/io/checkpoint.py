@@ -45,7 +45,7 @@ class SafetensorsFile:
                 if header_len > size - 8:
                     raise ValueError(f"header length {header_len} exceeds the file size {size}")
                 header = json.loads(f.read(header_len))
-            header.pop("__metadata__", None)
+            metadata = header.pop("__metadata__", None)
             self.data_start = 8 + header_len
             ends = [info["data_offsets"][1] for info in header.values()]
             if ends and self.data_start + max(ends) > size:
@@ -60,6 +60,7 @@ class SafetensorsFile:
                 fix="Download or save it again.",
             ) from None
         self.header: dict[str, dict] = header
+        self.metadata: dict[str, str] = metadata if isinstance(metadata, dict) else {}
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.header[name]["shape"])

@@ -30,10 +30,11 @@ from safetensors.torch import save_file
 from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
 from hoe.io.adapters import LoraWeights, read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
-from hoe.io.checkpoint import Checkpoint
+from hoe.io.checkpoint import Checkpoint, SafetensorsFile
 from hoe.io.resolve import stored_ref
 from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import ExpertSpec, HoEModel
+from hoe.preference import to_simplex
 from hoe.provenance import command_line, versions
 
 MANIFEST = "hoe_bundle.json"
@@ -109,7 +110,7 @@ def write_bundle(model: HoEModel, folder: Path) -> dict:
             folder / "experts" / spec.name,
             weights,
             stored_base(model.base_ref),
-            spec.record or {"anchor": {}},
+            spec.record or {"anchor": _named(spec.anchor, model.objectives)},
             f"# LoRA expert `{spec.name}` of an HoE bundle\n",
             weights_dtype(model),
         )
@@ -118,7 +119,8 @@ def write_bundle(model: HoEModel, folder: Path) -> dict:
         for name, layer in model.layers.items():
             tensors[f"{name}.router_weight"] = layer.router_weight.detach().contiguous()
             tensors[f"{name}.router_bias"] = layer.router_bias.detach().contiguous()
-        save_file(tensors, str(folder / ROUTERS_FILE), metadata={"format": "pt"})
+        order = json.dumps([s.name for s in model.experts])  # the E axis, checked on load
+        save_file(tensors, str(folder / ROUTERS_FILE), metadata={"format": "pt", "experts": order})
     fingerprints = {s.name: expert_fingerprint(w) for s, w in zip(model.experts, expert_weights)}
     manifest = _manifest(model, fingerprints)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -172,9 +174,8 @@ def load_bundle(
             raise _bad_manifest(
                 folder / MANIFEST, f"experts[{i}].path", f"names {e['path']!r}, which is not a folder"
             )
-        experts.append(
-            ExpertSpec(e["name"], _vector(e["anchor"], objectives), read_record(path, "model") or {})
-        )
+        anchor = to_simplex(e["anchor"], objectives, f"experts[{i}].anchor")  # as routers' anchors are
+        experts.append(ExpertSpec(e["name"], tuple(anchor.tolist()), read_record(path, "model") or {}))
         weights.append(read_adapter(path, "model"))
     _check_fingerprints(manifest, experts, weights, folder)
     model = HoEModel(load_base_model(base_ref, dtype), objectives, experts, weights, base_ref)
@@ -292,6 +293,7 @@ def _load_routers(model: HoEModel, path: Path) -> None:
             value=str(path.parent),
             fix="Rebuild the bundle with `hoe build`.",
         )
+    _check_router_order(model, path)
     with torch.no_grad():
         for name, layer in model.layers.items():
             for attr in ("router_weight", "router_bias"):
@@ -306,6 +308,27 @@ def _load_routers(model: HoEModel, path: Path) -> None:
                         fix="The bundle is inconsistent; rebuild it with `hoe build`.",
                     )
                 param.copy_(t)
+
+
+def _check_router_order(model: HoEModel, path: Path) -> None:
+    """The routers' weights index the experts (their E axis) in the order the bundle was written with, which
+    ``routers.safetensors`` records (bundles written before it did are loaded as they are): a manifest whose
+    experts were reordered would otherwise give every router's scores to the wrong experts."""
+    stored = SafetensorsFile(path, "model").metadata.get("experts")
+    names = [s.name for s in model.experts]
+    try:
+        order = None if stored is None else json.loads(stored)
+    except ValueError:
+        order = stored
+    if order is not None and order != names:
+        raise CheckpointError(
+            f"{str(path)!r} holds the routers' weights for the experts in the order {order}, but the manifest "
+            f"lists {names}.",
+            field="model",
+            value=str(path.parent),
+            fix="List the experts in the manifest in the order the bundle was built with, or rebuild it with "
+            "`hoe build`.",
+        )
 
 
 def validate_manifest(manifest: object, path: Path) -> None:

@@ -45,15 +45,20 @@ def describe(fingerprints: Mapping[str, Mapping]) -> str:
 
 
 def check_router(
-    router: str, stored: Mapping[str, Mapping], current: Mapping[str, Mapping], where: str
+    router: str,
+    stored: Mapping[str, Mapping],
+    current: Mapping[str, Mapping],
+    where: str,
+    field: str = "model",
 ) -> None:
-    """Refuse a router whose stored fingerprint differs from the bundle's experts (``where``: the bundle)."""
+    """Refuse a router whose stored fingerprint differs from the bundle's experts (``where``: the bundle or
+    router folder, the value of ``field``)."""
     if dict(stored) == dict(current):
         return
     raise CheckpointError(
         f"router {router!r} in {where!r} was trained to mix the experts {describe(stored)}, but the bundle's "
         f"experts are {describe(current)}.",
-        field="model",
+        field=field,
         value=where,
         fix="Use the router with the LoRA experts it was trained with, or train a new router on these experts "
         "(hoe train-router).",

@@ -153,7 +153,7 @@ def attach_router(model: HoEModel, path: str | Path, weights: list[dict] | None 
             value=str(path),
             fix="Build the bundle from the same LoRA experts, in the same order, as the router's.",
         )
-    check_router(record["name"], stored, current, str(path))
+    check_router(record["name"], stored, current, str(path), field="router_from")
     model.add_router(record["name"], record["anchor"], record["experts"])
     with torch.no_grad():
         for module, layer in model.layers.items():
