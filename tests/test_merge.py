@@ -48,3 +48,17 @@ def test_merged_experts_compose_anchors(two_experts, tmp_path):
         progress=False,
     )
     assert read_record(again)["anchor"] == pytest.approx({"helpful": 0.75, "harmless": 0.25})
+
+
+def test_records_store_local_folders_as_absolute_paths(two_experts, tmp_path, monkeypatch):
+    from hoe import extract
+
+    from conftest import make_peft_adapter
+
+    monkeypatch.chdir(tmp_path)  # relative paths below, as a user in that folder would type them
+    c = make_peft_adapter(tmp_path / "c", r=4, seed=3)
+    single = extract("base", {"helpful": c.relative_to(tmp_path)}, rank=2, out="y", progress=False)["helpful"]
+    assert read_record(single)["base"] == str(tmp_path / "base")
+    relative = {n: p.relative_to(tmp_path) for n, p in two_experts.items()}
+    merged = merge(relative, "0.5,0.5", rank=2, out="m", method="task_arithmetic", progress=False)
+    assert read_record(merged)["sources"] == {n: str(p) for n, p in two_experts.items()}

@@ -70,7 +70,7 @@ def extract(
                 "format": "hoe-expert/1",
                 "kind": "single",
                 "anchor": {name: 1.0},
-                "base": str(base),
+                "base": stored_ref(base),
                 "source": stored_ref(tuned[name]),  # a local folder as an absolute path
                 "source_kind": src.kind,
                 "rank": rank,

@@ -21,6 +21,7 @@ from hoe.experts.task_svd import task_svd, validate_rank, validate_svd
 from hoe.experts.task_vectors import Compressed
 from hoe.io.adapters import LoraWeights, read_adapter, read_adapter_config, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir, check_output_dir
+from hoe.io.resolve import stored_ref
 from hoe.preference import PreferenceLike, to_simplex
 from hoe.provenance import command_line, versions
 
@@ -71,7 +72,7 @@ def merge(
             "preference": {n: float(w) for n, w in zip(names, lam)},
             "method": method,
             "method_options": options,
-            "sources": {n: str(p) for n, p in expert.items()},
+            "sources": {n: stored_ref(p) for n, p in expert.items()},  # local folders absolute
             "base": base,
             "rank": rank,
             "svd": svd,
