@@ -6,7 +6,7 @@ Modes, each against the base model run the same way, interleaved in one process:
 
 * ``base``       : the plain model;
 * ``peft``       : one PEFT LoRA adapter of rank 16 on the same projections (what one fixed-λ adapter costs);
-* ``hoe_one``    : one λ for the batch, (0.6, 0.25, 0.15) (the gate folded into A: one op per layer);
+* ``hoe_one``    : one λ for the batch, (0.6, 0.25, 0.15) (the gate folded into Bᵀ: one op per layer);
 * ``hoe_merged`` : the same λ with ``merge_single_preference()`` (the base model's ops exactly);
 * ``hoe_rows``   : a different λ per row anywhere on the simplex (two ops per layer);
 * ``hoe_router`` : a model with a router expert at the centre, λ per row at it and around it (four);
