@@ -78,9 +78,11 @@ def registries() -> list[dict]:
     from hoe.evaluation.methods import METHODS
     from hoe.experts.merging import MERGE_METHODS
     from hoe.objectives import OBJECTIVES
+    from hoe.objectives.base import SPEC_CHECKS
+    from hoe.objectives.reward_model import TEMPLATES
     from hoe.scalarisation import SCALARISATIONS
 
-    return [OBJECTIVES, MERGE_METHODS, SCALARISATIONS, METHODS]
+    return [OBJECTIVES, SPEC_CHECKS, TEMPLATES, MERGE_METHODS, SCALARISATIONS, METHODS]
 
 
 @contextlib.contextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hoe.errors import ConfigError
+from hoe.errors import CheckpointError, ConfigError
 from hoe.objectives import OBJECTIVES, ObjectiveContext, build_objective, build_objectives, score_matrix
 from hoe.objectives.base import split_name
 
-from tiny_lm import char_tokenizer, save_tiny_causal_lm, save_tiny_classifier
+from tiny_lm import char_tokenizer, save_tiny_causal_lm, save_tiny_classifier, save_tiny_score_model
 
 
 def test_positivity_orders_clear_sentences():
@@ -42,10 +42,11 @@ def test_brevity_counts_policy_tokens():
 
 def test_unknown_objective_lists_registered():
     with pytest.raises(
-        ConfigError, match=r"unknown objective 'helpfulness'.*brevity, hf, judge, positivity, py, relevance"
+        ConfigError,
+        match=r"unknown objective 'helpfulness'.*brevity, hf, judge, neg, positivity, py, relevance, score",
     ):
         build_objective("helpfulness")
-    assert {"relevance", "positivity", "brevity", "hf", "judge", "py"} <= set(OBJECTIVES)
+    assert {"relevance", "positivity", "brevity", "hf", "judge", "neg", "py", "score"} <= set(OBJECTIVES)
 
 
 def test_bad_arguments():
@@ -103,6 +104,104 @@ def test_reward_model_scores_match_unbatched(tmp_path):
         with torch.no_grad():
             want = model(**tok(f"{p}\n\n{r}", return_tensors="pt")).logits[0, 1]
         assert got[i].item() == pytest.approx(want.item(), abs=1e-5)
+
+
+def _logit(model, tok, *texts, index=0):
+    with torch.no_grad():
+        return model(**tok(*texts, return_tensors="pt")).logits[0, index].item()
+
+
+def test_reward_model_templates_render_by_name_and_as_text_pairs(tmp_path):
+    """``#hh`` is the HH-RLHF format, ``#pair`` a tokenizer text pair, ``#pair-reversed`` the pair swapped."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = save_tiny_classifier(tmp_path / "rm", num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = char_tokenizer(chat=False)
+    prompts, responses = ["hello", "a longer prompt"], ["hi there", "ok"]
+    hh = build_objective(f"hf:{folder}@1#hh").score(prompts, responses)
+    pair = build_objective(f"hf:{folder}#pair").score(prompts, responses)
+    swapped = build_objective(f"hf:{folder}#pair-reversed").score(prompts, responses)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        wrapped = f"\n\nHuman: {p}\n\nAssistant: {r}"
+        assert hh[i].item() == pytest.approx(_logit(model, tok, wrapped, index=1), abs=1e-5)
+        assert pair[i].item() == pytest.approx(_logit(model, tok, p, r), abs=1e-5)
+        assert swapped[i].item() == pytest.approx(_logit(model, tok, r, p), abs=1e-5)
+    assert pair[0] != swapped[0]
+    with pytest.raises(
+        ConfigError, match=r"unknown template 'hhh'.*Templates: beaver, concat, gpt2-summary, hh"
+    ):
+        build_objective(f"hf:{folder}@1#hhh")
+
+
+def test_the_templates_render_the_papers_reward_model_inputs():
+    """Each named template on a RiC-format prompt gives what the authors' code feeds that reward model."""
+    from hoe.objectives.reward_model import TEMPLATES
+
+    hh, post = (
+        "\n\nHuman: Hi? \n\nAssistant:",
+        "### Instruction: Sum up. ### Input: A long post. ### Response: ",
+    )
+    assert TEMPLATES["pair"](hh, "Hello.") == (hh, "Hello.")
+    assert TEMPLATES["response"](hh, "Hello.") == "Hello."
+    assert TEMPLATES["beaver"](hh, "Hello.") == "BEGINNING OF CONVERSATION: USER: Hi?  ASSISTANT:Hello."
+    assert TEMPLATES["hh"]("Hi?", "Hello.") == "\n\nHuman: Hi?\n\nAssistant: Hello."
+    assert TEMPLATES["summary-post"](post, "Short.") == ("Short.", "A long post.")
+    assert TEMPLATES["gpt2-summary"](post, "Short.") == "Short. <|endoftext|> A long post."
+
+
+def test_specs_are_checked_without_loading_anything():
+    from hoe.objectives.base import check_spec
+
+    for ok in ["brevity:4", "neg:positivity", "cost=neg:score:no/such-model@0#beaver", "hf:no/such#pair",
+               "judge:no/such:Is it kind?", "py:tiny_lm:count_a"]:  # fmt: skip
+        check_spec(ok)  # hub ids that do not exist here: nothing is loaded
+    for bad, match in [("brevity:0", "token budget"), ("neg:", "neg:SPEC"), ("hf:x#nope", "unknown template"),
+                       ("score:x@y", "output index"), ("judge:x", "lacks a model"), ("py:tiny_lm:nope", "no function"),
+                       ("cost=neg:nothing", "unknown objective 'nothing'")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            check_spec(bad)
+
+
+def test_neg_negates_any_objective_and_names_itself():
+    pos = build_objective("positivity")
+    texts = ["I love it!", "I hate it."]
+    assert build_objective("neg:positivity").name == "neg-positivity"
+    got = build_objective("cost=neg:positivity")
+    assert got.name == "cost"
+    assert got.score(["x", "x"], texts).tolist() == (-pos.score(["x", "x"], texts)).tolist()
+    with pytest.raises(ConfigError, match="neg:SPEC"):
+        build_objective("neg")
+    with pytest.raises(ConfigError, match="unknown objective 'nothing'"):
+        build_objective("neg:nothing")
+
+
+def test_a_safe_rlhf_score_model_scores_the_last_token_of_each_pair(tmp_path):
+    """``score:`` loads the backbone and the ``score_head`` of a safe-rlhf checkpoint; the score is the head at
+    the last real token (right padding in a batch changes nothing), on the safe-rlhf conversation format."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    folder = save_tiny_score_model(tmp_path / "beaver", score_dim=2)
+    obj = build_objective(f"score:{folder}@1#beaver")
+    assert obj.name == "beaver@1"
+    prompts = ["\n\nHuman: hello \n\nAssistant:", "\n\nHuman: a much longer prompt here \n\nAssistant:"]
+    got = obj.score(prompts, ["hi there", "ok"])
+    backbone = AutoModel.from_pretrained(folder).eval()
+    head = load_file(str(folder / "model.safetensors"))["score_head.weight"]  # (2, hidden)
+    tok = char_tokenizer(chat=False)
+    texts = [
+        "BEGINNING OF CONVERSATION: USER: hello  ASSISTANT:hi there",
+        "BEGINNING OF CONVERSATION: USER: a much longer prompt here  ASSISTANT:ok",
+    ]
+    for i, text in enumerate(texts):
+        with torch.no_grad():
+            want = backbone(**tok(text, return_tensors="pt")).last_hidden_state[0, -1] @ head[1]
+        assert got[i].item() == pytest.approx(want.item(), abs=1e-5)
+    with pytest.raises(ConfigError, match=r"has 2 output\(s\)"):
+        build_objective(f"score:{folder}@2")
+    with pytest.raises(CheckpointError, match="no score_head.weight"):
+        build_objective(f"score:{save_tiny_classifier(tmp_path / 'plain')}")
 
 
 def test_judge_is_log_odds_and_batch_invariant(tmp_path):

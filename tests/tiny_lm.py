@@ -94,3 +94,21 @@ def mean_char_code(prompts: list[str], responses: list[str]) -> list[float]:
 def upper_share(prompts: list[str], responses: list[str]) -> list[float]:
     """A dotted-path objective that varies between random responses: the fraction of upper-case letters."""
     return [sum(c.isupper() for c in r) / max(len(r), 1) for r in responses]
+
+
+def save_tiny_score_model(folder: Path, score_dim: int = 1, seed: int = 0) -> Path:
+    """A random 2-layer Llama backbone and a ``score_head`` saved the way safe-rlhf's ``AutoModelForScore``
+    saves (``model.*`` keys, architecture ``LlamaModelForScore``), with its char tokenizer."""
+    from safetensors.torch import save_file
+    from transformers import LlamaModel
+
+    torch.manual_seed(seed)
+    config = tiny_config(architectures=["LlamaModelForScore"])
+    backbone = LlamaModel(config)
+    tensors = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    tensors["score_head.weight"] = torch.randn(score_dim, config.hidden_size)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(folder)
+    char_tokenizer(chat=False).save_pretrained(folder)
+    return folder

@@ -19,7 +19,8 @@ def train_expert(
     ),
     objective: str = typer.Option(
         "relevance",
-        help="What to maximise: relevance, positivity, brevity[:N], hf:MODEL[@INDEX], judge:MODEL:QUESTION or "
+        help="What to maximise: relevance, positivity, brevity[:N], hf:MODEL[@INDEX][#TEMPLATE], neg:SPEC, "
+        "judge:MODEL:QUESTION or "
         "py:package.module:function (prefix NAME= to rename).",
     ),
     prompts: str = typer.Option(

@@ -4,7 +4,16 @@ See :mod:`hoe.objectives.base` for the spec grammar. Each kind lives in its own 
 itself on import; heavy dependencies (transformers models, VADER, MiniLM) load lazily on first use.
 """
 
-from hoe.objectives import brevity, judge, positivity, python, relevance, reward_model  # noqa: F401  (register)
+from hoe.objectives import (  # noqa: F401  (register the built-in kinds)
+    brevity,
+    judge,
+    negated,
+    positivity,
+    python,
+    relevance,
+    reward_model,
+    score_model,
+)
 from hoe.objectives.base import (
     OBJECTIVES,
     Objective,

@@ -5,15 +5,18 @@ objectives together give the ``n x m`` reward matrix ``R[i, j] = objective_j(pro
 
 Objectives are built from a *spec* string ``KIND[:ARG]``, optionally named: ``NAME=KIND[:ARG]``:
 
-==============================  ==================================================================
-``relevance``                   cosine of all-MiniLM-L6-v2 embeddings of prompt and response
-``positivity``                  VADER compound sentiment of the response, in [-1, 1]
-``brevity[:MAX_NEW_TOKENS]``    ``1 - tokens(response) / MAX_NEW_TOKENS`` clipped to [0, 1]
-``hf:MODEL[@INDEX]``            output INDEX (default 0) of a sequence-classification reward model
-``judge:MODEL:QUESTION``        ``log p(yes) - log p(no)`` of a causal LM asked QUESTION about the pair
-``py:package.module:function``  any function ``(prompts, responses) -> n floats``
-==============================  ==================================================================
+==================================  =======================================================================
+``relevance``                       cosine of all-MiniLM-L6-v2 embeddings of prompt and response
+``positivity``                      VADER compound sentiment of the response, in [-1, 1]
+``brevity[:MAX_NEW_TOKENS]``        ``1 - tokens(response) / MAX_NEW_TOKENS`` clipped to [0, 1]
+``hf:MODEL[@INDEX][#TEMPLATE]``     output INDEX (default 0) of a sequence-classification reward model
+``score:MODEL[@INDEX][#TEMPLATE]``  output INDEX of a safe-rlhf score model at the last token (BeaverTails)
+``neg:SPEC``                        minus another objective (a cost, maximised)
+``judge:MODEL:QUESTION``            ``log p(yes) - log p(no)`` of a causal LM asked QUESTION about the pair
+``py:package.module:function``      any function ``(prompts, responses) -> n floats``
+==================================  =======================================================================
 
+``TEMPLATE`` names a reward model's input format (:data:`hoe.objectives.reward_model.TEMPLATES`).
 Adding a kind is one small file with a factory decorated by :func:`register_objective`.
 """
 
@@ -62,13 +65,17 @@ OBJECTIVES: Registry[Factory] = Registry("objective")
 register_objective = OBJECTIVES.register
 """Decorator registering a factory under ``kind`` (the part of a spec before the first ``:``)."""
 
+SpecCheck = Callable[[str | None], None]
+SPEC_CHECKS: Registry[SpecCheck] = Registry("objective")
+"""Objective kinds -> a check of the spec argument that loads nothing (raises :class:`ConfigError`), for
+:func:`check_spec`; a kind without one is checked for being registered only."""
+check_objective = SPEC_CHECKS.register
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
-def build_objective(
-    spec: str, context: ObjectiveContext | None = None, field: str = "objective"
-) -> Objective:
-    """Build one objective from ``[NAME=]KIND[:ARG]``; unknown kinds raise :class:`ConfigError`."""
+def _kind_of(spec: str, field: str) -> tuple[str | None, str, str | None]:
+    """``[NAME=]KIND[:ARG]`` -> (name, kind, arg or None); an unregistered kind raises :class:`ConfigError`."""
     import hoe.objectives  # noqa: F401  (registers the built-in kinds)
 
     name, body = split_name(spec)
@@ -79,9 +86,25 @@ def build_objective(
             field=field,
             value=spec,
             fix=f"Registered: {', '.join(sorted(OBJECTIVES))}; "
-            "or write hf:MODEL[@INDEX], judge:MODEL:QUESTION or py:package.module:function.",
+            "or write hf:MODEL[@INDEX][#TEMPLATE], neg:SPEC, judge:MODEL:QUESTION or py:package.module:function.",
         )
-    objective = OBJECTIVES[kind](arg if sep else None, context or ObjectiveContext())
+    return name, kind, arg if sep else None
+
+
+def check_spec(spec: str, field: str = "objective") -> None:
+    """Check that ``spec`` resolves without building it (no model is loaded or downloaded): its kind is
+    registered and its argument parses (a ``py:`` function is imported); raises :class:`ConfigError`."""
+    _, kind, arg = _kind_of(spec, field)
+    if kind in SPEC_CHECKS:
+        SPEC_CHECKS[kind](arg)
+
+
+def build_objective(
+    spec: str, context: ObjectiveContext | None = None, field: str = "objective"
+) -> Objective:
+    """Build one objective from ``[NAME=]KIND[:ARG]``; unknown kinds raise :class:`ConfigError`."""
+    name, kind, arg = _kind_of(spec, field)
+    objective = OBJECTIVES[kind](arg, context or ObjectiveContext())
     if name is not None:
         objective.name = name
     return objective

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hoe.errors import ConfigError
-from hoe.objectives.base import ObjectiveContext, register_objective
+from hoe.objectives.base import ObjectiveContext, check_objective, register_objective
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -42,19 +42,30 @@ class Brevity:
         return (1.0 - counts / self.max_new_tokens).clamp(0.0, 1.0)
 
 
+def parse_budget(arg: str | None) -> int | None:
+    """``brevity:N``'s N (None without one); anything but an integer >= 1 raises :class:`ConfigError`."""
+    if arg is None:
+        return None
+    try:
+        budget = int(arg)
+    except ValueError:
+        budget = 0
+    if budget < 1:
+        raise ConfigError(
+            f"brevity:{arg} is not a token budget.",
+            field="objective",
+            value=f"brevity:{arg}",
+            fix="Write brevity:N with N >= 1 tokens, e.g. brevity:48.",
+        )
+    return budget
+
+
+check_objective("brevity")(parse_budget)
+
+
 @register_objective("brevity")
 def brevity(arg: str | None, context: ObjectiveContext) -> Brevity:
-    budget = context.max_new_tokens
-    if arg is not None:
-        try:
-            budget = int(arg)
-        except ValueError:
-            budget = 0
-        if budget < 1:
-            raise ConfigError(
-                f"brevity:{arg} is not a token budget.",
-                field="objective",
-                value=f"brevity:{arg}",
-                fix="Write brevity:N with N >= 1 tokens, e.g. brevity:48.",
-            )
-    return Brevity(max_new_tokens=budget, tokenizer=context.tokenizer)
+    budget = parse_budget(arg)
+    return Brevity(
+        max_new_tokens=context.max_new_tokens if budget is None else budget, tokenizer=context.tokenizer
+    )

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from hoe.errors import ConfigError
-from hoe.objectives.base import ObjectiveContext, register_objective
+from hoe.objectives.base import ObjectiveContext, check_objective, register_objective
 
 BATCH = 16
 TEMPLATE = "{question}\n\nMessage: {prompt}\nResponse: {response}\n\nAnswer with yes or no."
@@ -83,8 +83,9 @@ class Judge:
         return (logp[:, self.yes_ids].logsumexp(-1) - logp[:, self.no_ids].logsumexp(-1)).cpu()  # (b,)
 
 
-@register_objective("judge")
-def judge(arg: str | None, context: ObjectiveContext) -> Judge:
+@check_objective("judge")
+def parse_judge_arg(arg: str | None) -> tuple[str, str]:
+    """``judge:MODEL:QUESTION``'s (model, question); raises :class:`ConfigError` when either is missing."""
     ref, sep, question = (arg or "").partition(":")
     if not ref or not sep or not question.strip():
         raise ConfigError(
@@ -93,4 +94,10 @@ def judge(arg: str | None, context: ObjectiveContext) -> Judge:
             value=f"judge:{arg or ''}",
             fix="Write judge:MODEL:QUESTION, e.g. judge:smollm2-135m-instruct:Is this response funny?",
         )
-    return Judge(ref, question.strip(), device=context.device)
+    return ref, question.strip()
+
+
+@register_objective("judge")
+def judge(arg: str | None, context: ObjectiveContext) -> Judge:
+    ref, question = parse_judge_arg(arg)
+    return Judge(ref, question, device=context.device)

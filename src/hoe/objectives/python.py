@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from hoe.errors import ConfigError
-from hoe.objectives.base import ObjectiveContext, register_objective
+from hoe.objectives.base import ObjectiveContext, check_objective, register_objective
 
 HOW = "Write py:package.module:function with the module importable (installed, or on PYTHONPATH)."
 
@@ -51,6 +51,9 @@ def import_function(path: str) -> Callable:
             fix=HOW,
         )
     return obj
+
+
+check_objective("py")(lambda arg: import_function(arg or "") and None)
 
 
 @register_objective("py")
