@@ -70,6 +70,10 @@ class RunFolder:
         if self.work.exists() and not _inside(self.resume_from, self.work):
             shutil.rmtree(self.work)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        if self.resume_from is not None and not _inside(self.resume_from, self.work):
+            # resuming a finished OUT: its last checkpoint comes along, so the OUT this run publishes can be
+            # resumed again even when the run adds no step (a plan rerun whole)
+            shutil.copytree(self.resume_from, self.checkpoints / self.resume_from.name)
         (self.work / OWNER).write_text(json.dumps({"pid": os.getpid()}) + "\n")
 
     def publish(self) -> Path:
