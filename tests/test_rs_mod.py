@@ -216,3 +216,27 @@ def test_the_bundle_digest_ignores_what_loading_does_not_read(tmp_path):
     assert bundle_digest(tmp_path, "routers") != before["routers"]
     (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"y")
     assert bundle_digest(tmp_path, "experts") != before["experts"]
+
+
+def test_the_bundle_digest_reads_a_safetensors_header_in_any_key_order(tmp_path):
+    """safetensors writes its metadata map in an order that varies between processes: the same file content in
+    another header order has the same digest (a rebuilt bundle keeps its evaluation points), other content not."""
+    from safetensors.torch import save_file
+
+    from hoe.evaluation.models import file_content
+
+    save_file(
+        {"w": torch.ones(2)}, str(tmp_path / "a.safetensors"), metadata={"format": "pt", "experts": "[1]"}
+    )
+    data = (tmp_path / "a.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    compact = json.dumps(dict(reversed(list(header.items()))), separators=(",", ":"))
+    reordered = compact.encode().ljust(n)  # padded to the same length: the same data offsets
+    assert reordered != data[8 : 8 + n]
+    (tmp_path / "b.safetensors").write_bytes(data[:8] + reordered + data[8 + n :])
+    assert file_content(tmp_path / "a.safetensors") == file_content(tmp_path / "b.safetensors")
+    save_file(
+        {"w": torch.zeros(2)}, str(tmp_path / "c.safetensors"), metadata={"format": "pt", "experts": "[1]"}
+    )
+    assert file_content(tmp_path / "c.safetensors") != file_content(tmp_path / "a.safetensors")

@@ -157,7 +157,7 @@ def digest(folder: str | Path, content: bool = False) -> str:
             continue
         h.update(str(p.relative_to(root)).encode())
         if content:
-            h.update(p.read_bytes())
+            h.update(file_content(p))
         else:
             stat = p.stat()
             h.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
@@ -181,5 +181,20 @@ def bundle_digest(folder: str | Path, part: str) -> str:
     for p in files:
         if p.is_file() and p.suffix in {".safetensors", ".json"}:
             h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
+            h.update(file_content(p))
     return h.hexdigest()[:16]
+
+
+def file_content(path: Path) -> bytes:
+    """What a file holds, for a digest: its bytes, but a safetensors file's header JSON with sorted keys.
+    safetensors writes its metadata map in an order that varies between processes, so the same tensors and
+    metadata saved twice can differ in bytes (and rebuilding a bundle would redo its evaluation points)."""
+    data = path.read_bytes()
+    if path.suffix == ".safetensors" and len(data) >= 8:
+        n = int.from_bytes(data[:8], "little")
+        try:
+            header = json.loads(data[8 : 8 + n])
+        except (ValueError, UnicodeDecodeError):
+            return data  # not a safetensors file after all: loading it will say so
+        return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
+    return data
