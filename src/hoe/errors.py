@@ -77,8 +77,11 @@ class HoEWarning(UserWarning):
 
 
 def flag(field: str) -> str:
-    """``"max_new_tokens"`` -> ``"--max-new-tokens"``; an indexed field ``"preference[2]"`` keeps its index."""
+    """``"max_new_tokens"`` -> ``"--max-new-tokens"``; an indexed field ``"preference[2]"`` keeps its index.
+    A key of a file (``routers.lr``, ``[routers]``, ``setup file``: not a plain name) is kept as it is."""
     name, bracket, rest = field.partition("[")
+    if not name.replace("_", "").isalnum():
+        return field
     return "--" + name.replace("_", "-") + bracket + rest
 
 

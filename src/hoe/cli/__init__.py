@@ -46,7 +46,7 @@ def _root(
     """HoE: multi-objective alignment of LLMs with hierarchical experts."""
 
 
-from hoe.cli import evaluation, experts, model, serving, training  # noqa: E402,F401  (registers the subcommands)
+from hoe.cli import evaluation, experts, model, serving, setups, training  # noqa: E402,F401  (registers the subcommands)
 
 
 class Interrupted(BaseException):

@@ -16,6 +16,20 @@ def _option(name: str, help: str):
     return config_option(EvaluateConfig, name, help)
 
 
+def evaluate_config(params: dict):
+    """The :class:`~hoe.evaluation.evaluate.EvaluateConfig` of ``evaluate``'s parameters (every one a field,
+    except ``progress``); also what ``hoe setup check`` validates a set-up's evaluation with."""
+    from hoe.evaluation.evaluate import EvaluateConfig
+
+    options = {k: v for k, v in params.items() if k != "progress"}
+    objective = options.get("objective")
+    options.update(
+        model=str(options["model"]), out=str(options["out"]), tuned=parse_named(options["tuned"], "tuned")
+    )
+    options.update(objective=list(objective) if objective else None, preference=list(options["preference"]))
+    return EvaluateConfig(**options)
+
+
 @app.command()
 def evaluate(
     model: Path = typer.Option(..., help="The HoE bundle (its routers are the `hoe` method)."),
@@ -72,14 +86,10 @@ def evaluate(
 ) -> None:
     """Evaluate HoE against the baselines over a preference grid (BENCH.md §1) and write results.json,
     results.md and pareto.png."""
-    options = dict(locals())  # every parameter is an EvaluateConfig field, except progress
-    options.pop("progress")
-    from hoe.evaluation.evaluate import EvaluateConfig
+    config = evaluate_config(locals())  # first: locals() are the parameters only
     from hoe.evaluation.evaluate import evaluate as run
     from hoe.evaluation.report import markdown
 
-    options.update(model=str(model), out=str(out), tuned=parse_named(tuned, "tuned"))
-    options.update(objective=list(objective) if objective else None, preference=list(preference))
-    results = run(EvaluateConfig(**options), progress=progress)
+    results = run(config, progress=progress)
     typer.echo(markdown(results).split("\n## ")[0].rstrip())
     typer.echo(f"\nresults written to {out}")

@@ -66,6 +66,15 @@ def extract(
         _report(name, folder)
 
 
+MERGE_OPTION_FLAGS = ("density", "keep", "clip", "scale")
+
+
+def merge_options(params: dict) -> dict[str, float]:
+    """The method options of ``merge``'s parameters, those given: passed through as given, the library checks
+    each against the method's declared options and ranges."""
+    return {k: params[k] for k in MERGE_OPTION_FLAGS if params.get(k) is not None}
+
+
 @app.command()
 def merge(
     expert: list[str] = typer.Option(
@@ -90,9 +99,7 @@ def merge(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Merge LoRA experts at a preference into one multi-objective LoRA expert (merge on full deltas, then SVD)."""
-    # passed through as given: the library checks each against the method's declared options and ranges
-    given = {"density": density, "keep": keep, "clip": clip, "scale": scale}
-    options = {k: v for k, v in given.items() if v is not None}
+    options = merge_options(locals())
     folder = merge_experts(
         parse_named(expert, "expert"),
         preference,

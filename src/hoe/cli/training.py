@@ -65,36 +65,34 @@ def train_expert(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a single-objective LoRA expert (RLOO with a KL penalty to the base model)."""
-    from hoe.training.expert import ExpertConfig
+    config = expert_config(locals())  # first: locals() are the parameters only
     from hoe.training.expert import train_expert as run
 
-    config = ExpertConfig(
-        out=str(out),
-        base=base,
-        objective=objective,
-        prompts=prompts,
-        split=split,
-        steps=steps,
-        seed=seed,
-        lora_rank=lora_rank,
-        targets=parse_list(targets),
-        lr=lr,
-        kl_coef=kl_coef,
-        samples_per_prompt=samples_per_prompt,
-        batch_prompts=batch_prompts,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        max_grad_norm=max_grad_norm,
-        micro_batch=micro_batch,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        overwrite=overwrite,
-        device=device,
-        dtype=dtype,
-        base_dtype=base_dtype,
-    )
     folder = run(config, progress=progress)
     typer.echo(f"expert written to {folder}")
+
+
+def expert_config(params: dict):
+    """The :class:`~hoe.training.expert.ExpertConfig` of ``train-expert``'s parameters (every one a field,
+    except ``progress``); also what ``hoe setup check`` validates a set-up's experts with."""
+    from hoe.training.expert import ExpertConfig
+
+    options = {k: v for k, v in params.items() if k != "progress"}
+    options.update(out=str(options["out"]), targets=parse_list(options["targets"]))
+    return ExpertConfig(**options)
+
+
+def router_config(params: dict):
+    """The :class:`~hoe.training.router.RouterConfig` of ``train-router``'s parameters (every one a field,
+    except ``progress``); also what ``hoe setup check`` validates a set-up's routers with."""
+    from hoe.training.router import RouterConfig
+
+    options = {k: v for k, v in params.items() if k != "progress"}
+    objective = options.get("objective")
+    options.update(
+        model=str(options["model"]), out=str(options["out"]), objective=list(objective) if objective else None
+    )
+    return RouterConfig(**options)
 
 
 def _router_option(name: str, help: str):
@@ -190,12 +188,9 @@ def train_router(
 
     Runs on one process, or on several under torchrun --nproc_per_node N / accelerate launch --num_processes N.
     """
-    options = dict(locals())  # every parameter is a RouterConfig field, except progress
-    options.pop("progress")
-    from hoe.training.router import RouterConfig
+    config = router_config(locals())  # first: locals() are the parameters only
     from hoe.training.router import train_router as run
 
-    options.update(model=str(model), out=str(out), objective=list(objective) if objective else None)
-    folder = run(RouterConfig(**options), progress=progress)
+    folder = run(config, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, one line, not one per process
         typer.echo(f"bundle with router written to {folder}")
