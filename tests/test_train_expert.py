@@ -123,6 +123,20 @@ def test_resume_is_exact(tiny, tmp_path):
     assert len(record["commands"]) == 2 and "resumed by" in (resumed / "README.md").read_text()
 
 
+def test_resuming_a_finished_run_keeps_it_resumable(tiny, tmp_path):
+    """A finished run resumed with no step left (a plan rerun whole) changes nothing and keeps its last
+    checkpoint, so it can be resumed again, and for more steps."""
+    out = train_expert(config(tiny, tmp_path / "o", steps=1), progress=False)
+    before = load_file(out / "adapter_model.safetensors")
+    for _ in range(2):
+        train_expert(config(tiny, tmp_path / "o", steps=1, resume=True), progress=False)
+        assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000001"]
+        after = load_file(out / "adapter_model.safetensors")
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    train_expert(config(tiny, tmp_path / "o", steps=2, resume=True), progress=False)
+    assert json.loads((out / "hoe_training.json").read_text())["steps_done"] == 2
+
+
 def test_expert_is_a_standard_peft_adapter(tiny, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
