@@ -88,6 +88,14 @@ BAD = [
     ('file = "smol"', 'file = "nothere.jsonl"', r"prompts\.file: no prompt set 'nothere\.jsonl'"),
     ('file = "smol"', 'dataset = "x/y"\nformat = "csv"', r"prompts\.format: .*Choose one of \['hh', 'safe-rlhf'"),
     ("[extract]", "[extrakt]", r"setup file: bad\.toml: unknown key\(s\) \['extrakt'\]"),
+    ("relevance = 0.5, positivity = 0.5, brevity = 0 },", "relevance = 1, positivity = 0, brevity = 0 },",
+     r"merge\.anchors\[0\]: merges one expert"),
+    ("relevance = 0.5, positivity = 0, brevity = 0.5 },", "relevance = 0.3, positivity = 0.7, brevity = 0 },",
+     r"merge\.anchors\[1\]: names the merged expert 'relevance-positivity', which is taken"),
+    ("relevance = 0, positivity = 0.75, brevity = 0.25 },", "relevance = 0.334, positivity = 0.333, brevity = 0.333 },",
+     r"routers\.anchors\[1\]: names a second router 'router-33-33-33'"),
+    ("[train_expert.relevance]", "[train_expert.relevence]", r"\[train_expert\]: has tables \['relevence'\]"),
+    ("[extract]", '[tuned]\nrelevance = ""\n\n[extract]', r"tuned\.relevance: tuned model ''"),
     ('name = "smol3"', "name = 3", r"name: bad\.toml: name is a int"),
 ]  # fmt: skip
 

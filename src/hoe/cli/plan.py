@@ -58,6 +58,10 @@ def _tuned(setup: Setup, out: Path, prompts: str, steps: list[Step]) -> dict[str
     if unknown:
         raise ConfigError(f"tuned names {unknown}, which are not objectives.", field="[tuned]", value=unknown,
                           fix=f"Name one of {names}.")  # fmt: skip
+    for name, ref in setup.tuned.items():
+        if not isinstance(ref, str) or not ref.strip():
+            raise ConfigError(f"tuned model {ref!r}.", field=f"tuned.{name}", value=ref,
+                              fix="Give a folder, hub id or PEFT adapter, or leave the objective out to train it.")  # fmt: skip
     tuned = {}
     for name, spec in setup.objectives.items():
         tuned[name] = setup.tuned.get(name) or str(out / "tuned" / name)
@@ -78,9 +82,17 @@ def _experts(setup: Setup, out: Path, tuned: dict[str, str], steps: list[Step]) 
                        *_pairs("--tuned", tuned), "--out", folder, *_flags(setup.extract), "--overwrite"))  # fmt: skip
     flags = _pairs("--expert", {n: folder / n for n in setup.objectives})
     options = {k: v for k, v in setup.merge.items() if k != "anchors"}
-    for anchor in _anchors(setup, "merge"):
+    taken = set(setup.objectives)
+    for i, anchor in enumerate(_anchors(setup, "merge")):
         used = {n: w for n, w in anchor.items() if w > 0}
         name = "-".join(used)
+        if len(used) < 2 or name in taken:
+            problem = (
+                "merges one expert" if len(used) < 2 else f"names the merged expert {name!r}, which is taken"
+            )
+            raise ConfigError(f"{problem}.", field=f"merge.anchors[{i}]", value=anchor,
+                              fix="Give each merged expert a new set of two or more objectives with weight > 0.")  # fmt: skip
+        taken.add(name)
         steps.append(_step(f"the merged expert {name}", "merge", "merge", *_pairs("--expert", {n: folder / n for n in used}),
                            "--preference", _text(used), "--out", folder / name, *_flags(options), "--overwrite"))  # fmt: skip
         flags += ["--expert", f"{name}={folder / name}@{_text(anchor)}"]
@@ -93,9 +105,12 @@ def _routers(
     """Per router anchor ``train-router`` and ``save-router``, then a bundle with them all; returns the bundle
     to evaluate."""
     options = {k: v for k, v in setup.routers.items() if k != "anchors"}
-    folders = []
-    for anchor in _anchors(setup, "routers"):
+    folders: list[str] = []
+    for i, anchor in enumerate(_anchors(setup, "routers")):
         name = "router-" + "-".join(f"{round(100 * w)}" for w in anchor.values())
+        if str(out / "routers" / name / "router") in folders:
+            raise ConfigError(f"names a second router {name!r} (anchors are named by their percentages).",
+                              field=f"routers.anchors[{i}]", value=anchor, fix="Give router anchors that differ by 1 % or more.")  # fmt: skip
         folder = out / "routers" / name
         steps.append(_step(f"the router expert {name}", "routers", "train-router", "--model", bundle, "--anchor",
                            _text(anchor), "--out", folder / "bundle", "--name", name, *_objective_flags(setup),
@@ -217,6 +232,11 @@ def _runs_tuned(setup: Setup) -> bool:
 
 def _expert_options(setup: Setup, name: str) -> dict[str, Any]:
     """``[train_expert]``'s options, overridden by its sub-table of objective ``name`` (``[train_expert.NAME]``)."""
+    tables = {k for k, v in setup.train_expert.items() if isinstance(v, dict)}
+    if tables - set(setup.objectives):
+        stray = sorted(tables - set(setup.objectives))
+        raise ConfigError(f"has tables {stray}, which are not objectives.", field="[train_expert]", value=stray,
+                          fix=f"Name a table of per-objective options after one of {list(setup.objectives)}.")  # fmt: skip
     shared = {k: v for k, v in setup.train_expert.items() if not isinstance(v, dict)}
     return {**shared, **setup.train_expert.get(name, {})}
 
