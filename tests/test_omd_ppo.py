@@ -26,7 +26,7 @@ def test_omd_over_three_steps_by_hand():
         model="b", anchor="0.25,0.75", out="o", batch_size=1000, omd_horizon=2000, minibatches=1
     )
     lam = torch.tensor([0.25, 0.75], dtype=D)
-    options = scalarisation_options(config, torch.ones(2, dtype=D))
+    options = scalarisation_options(config, {"z_star": torch.ones(2, dtype=D)})
     assert options["alpha"] == 0.5 and options["step_size"] == 3.0
     s = build_scalarisation("tchebycheff", lam, **options)
     w = s.initial_weights()
@@ -64,7 +64,9 @@ def test_omd_settles_at_its_fixed_point_and_small_gaps_keep_it_near_uniform():
 
 def test_linear_scalarisation_ignores_z_star_and_keeps_lambda():
     config = RouterConfig(model="b", anchor="0.25,0.75", out="o", scalarisation="linear")
-    assert scalarisation_options(config, None) == {}  # the linear factory takes none of the OMD options
+    assert (
+        scalarisation_options(config, {"z_star": None}) == {}
+    )  # the linear factory takes none of the OMD options
     s = build_scalarisation("linear", torch.tensor([0.25, 0.75], dtype=D))
     w = s.update_weights(s.initial_weights(), torch.tensor([5.0, -5.0], dtype=D))
     assert w.tolist() == [0.25, 0.75]

@@ -86,8 +86,57 @@ def test_a_scalarisation_registered_after_import_is_accepted_by_router_training(
     monkeypatch.setitem(SCALARISATIONS, "mine", SCALARISATIONS["linear"])
     assert RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation="mine").scalarisation == "mine"
     with pytest.raises(
-        ConfigError, match=r"scalarisation: got 'nope'\. Choose one of \['linear', 'mine', 'tchebycheff'\]"
+        ConfigError,
+        match=r"scalarisation: got 'nope'\. Choose one of \['hypervolume', 'improvement', 'linear', 'mine', 'tchebycheff'\]",
     ):
         RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation="nope")
     with pytest.raises(ConfigError, match=r"scalarisation: got \['linear'\]"):
         RouterConfig(model="b", anchor="0.5,0.5", out="o", scalarisation=["linear"])
+
+
+def test_hypervolume_utility_by_hand():
+    lam, ref = torch.tensor([0.25, 0.75], dtype=D), torch.tensor([0.0, -0.5], dtype=D)
+    s = build_scalarisation("hypervolume", lam, ref_point=ref)
+    r = torch.tensor([[0.5, 0.25], [0.1, 1.0]], dtype=D)
+    # row 0: ratios (0.5 / 0.25, 0.75 / 0.75) = (2, 1) -> 1² = 1; row 1: (0.4, 2) -> 0.4² = 0.16
+    assert s.utility(r).tolist() == pytest.approx([1.0, 0.16])
+    # below r on an objective of the support: 0; an objective with λ_i = 0 is not part of the min
+    below = torch.tensor([[-0.1, 1.0]], dtype=D)
+    assert s.utility(below).tolist() == [0.0]
+    edge = build_scalarisation("hypervolume", torch.tensor([1.0, 0.0], dtype=D), ref_point=ref)
+    assert edge.utility(torch.tensor([[0.3, -9.0]], dtype=D)).tolist() == pytest.approx([0.09])  # 0.3²
+
+
+def test_hypervolume_weights_favour_the_smallest_ratio():
+    lam, ref = torch.tensor([0.25, 0.75], dtype=D), torch.zeros(2, dtype=D)
+    s = build_scalarisation("hypervolume", lam, ref_point=ref, alpha=0.5, step_size=2.0)
+    assert s.initial_weights().tolist() == pytest.approx([0.75, 0.25])  # w₀ ∝ 1/λ, as Tchebycheff
+    w = s.update_weights(torch.tensor([0.5, 0.5], dtype=D), torch.tensor([0.5, 0.3], dtype=D))
+    # ratios (2, 0.4): log w' = 0.5 log 0.5 + 0.5 · 2 · (-2, -0.4) = c + (-2, -0.4) -> w'_2 / w'_1 = e^1.6
+    assert float(w[1] / w[0]) == pytest.approx(math.exp(1.6), rel=1e-12) and float(w.sum()) == pytest.approx(
+        1
+    )
+
+
+def test_improvement_is_tchebycheff_from_the_lora_only_point():
+    lam, base = torch.tensor([0.5, 0.5], dtype=D), torch.tensor([0.6, 0.2], dtype=D)
+    s = build_scalarisation("improvement", lam, baseline=base)
+    r = torch.tensor([[0.7, 0.3], [0.8, 0.1]], dtype=D)
+    # row 0: min(0.5 · 0.1, 0.5 · 0.1) = 0.05; row 1 gives up 0.1 of objective 2: min(0.1, -0.05) = -0.05
+    assert s.utility(r).tolist() == pytest.approx([0.05, -0.05])
+    w = s.update_weights(s.initial_weights(), torch.tensor([0.8, 0.1], dtype=D))
+    assert w[1] > w[0]  # the objective below its LoRA-only value gains weight
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "match"),
+    [
+        ("hypervolume", {"ref_point": [0.0]}, "^reference_point: got"),
+        ("hypervolume", {"ref_point": [0.0, float("inf")]}, "^reference_point: got"),
+        ("improvement", {"baseline": [0.1, float("nan")]}, "^baseline: got"),
+        ("improvement", {"baseline": [0.1, 0.2], "alpha": 2.0}, "^omd_alpha: got 2.0"),
+    ],
+)
+def test_bad_new_scalarisation_options(name, options, match):
+    with pytest.raises(ConfigError, match=match):
+        build_scalarisation(name, LAM, **options)

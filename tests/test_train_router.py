@@ -321,3 +321,78 @@ def test_bad_options_are_refused_together_naming_the_flags(tiny, tmp_path, capsy
         *cli(capsys, *cli_args(tiny, out, scalarisation="pareto")), "--scalarisation: got 'pareto'"
     )
     assert not out.exists() and not (tmp_path / ".bad.partial").exists()
+
+
+# ---------------------------------------------------------------- the router objectives of issue 22
+
+
+def test_hoe_lora_init_starts_at_hoe_without_routers(tiny, tmp_path):
+    """With --reference hoe-lora the new router's first mixture is HoE-LoRA's weights at the anchor, (0.2, 0.8)
+    here (uniform would be (0.5, 0.5)), so step 0 decodes as HoE without routers."""
+    run = setup(config(tiny, tmp_path / "x", anchor="0.2,0.8", reference="hoe-lora", steps=1))
+    assert run.calibration["init"] == "hoe-lora"
+    for layer in run.model.layers.values():
+        mix = torch.softmax(layer.router_bias[run.router].detach(), -1)
+        assert mix.tolist() == pytest.approx([0.2, 0.8], abs=1e-6)
+        assert layer.router_weight[run.router].abs().sum() == 0
+    ids = char_tokenizer()(["hello"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        routed = run.model(ids, preference=run.anchor).logits
+        lora_only = run.model(ids, expert_weights=torch.tensor([0.2, 0.8])).logits
+    torch.testing.assert_close(routed, lora_only, atol=1e-5, rtol=1e-5)
+    uniform = setup(config(tiny, tmp_path / "y", anchor="0.2,0.8", reference="hoe-lora", init="uniform"))
+    layer = next(iter(uniform.model.layers.values()))
+    assert layer.router_bias[uniform.router].tolist() == [1.0, 1.0]
+
+
+def test_improvement_measures_the_lora_only_baseline_and_hypervolume_takes_r(tiny, tmp_path):
+    run = setup(config(tiny, tmp_path / "imp", anchor="0.2,0.8", scalarisation="improvement"))
+    cal = run.calibration
+    assert set(cal["means"]) == {"initial policy", "hoe-lora at the anchor"} and run.z_star is None
+    assert run.baseline.tolist() == pytest.approx(list(cal["baseline"].values()), abs=1e-6)
+    assert run.scalarisation.z_star.equal(run.baseline)  # Tchebycheff from y⁰
+    hv = setup(
+        config(tiny, tmp_path / "hv", scalarisation="hypervolume", reference_point="helpful=0,harmless=-1")
+    )
+    assert hv.ref_point.tolist() == [0.0, -1.0] and hv.scalarisation.ref_point.tolist() == [0.0, -1.0]
+    assert hv.calibration["reference_point"] == {"helpful": 0.0, "harmless": -1.0}
+    first = config(tiny, tmp_path / "imp2", anchor="0.2,0.8", scalarisation="improvement", steps=1)
+    out = train_router(first, progress=False)
+    measured = json.loads((out / "hoe_router_training.json").read_text())["calibration"]["baseline"]
+    again = setup(RouterConfig(**{**vars(first), "steps": 2, "resume": True}))
+    try:  # resuming restores the baseline instead of measuring it again
+        assert again.baseline.tolist() == pytest.approx(list(measured.values()), abs=1e-6)
+    finally:
+        again.dist.close()
+
+
+def test_hypervolume_needs_a_reference_point_for_other_objectives(tiny, tmp_path):
+    with pytest.raises(Exception, match="reference_point"):
+        setup(config(tiny, tmp_path / "hv", scalarisation="hypervolume"))
+
+
+def test_anchor_auto_walks_the_placement_and_the_card_says_why(tiny, tmp_path):
+    placement = {
+        "format": "hoe-router-placement/1",
+        "objectives": ["helpful", "harmless"],
+        "chosen": [
+            {"anchor": [0.3, 0.7], "name": "lattice-30-70", "reason": "taken already by 'old'"},
+            {"anchor": [0.75, 0.25], "name": "lattice-75-25", "reason": "pick 2 of 2: the test's reason"},
+        ],
+    }
+    path = tmp_path / "placement.json"
+    path.write_text(json.dumps(placement))
+    out = train_router(
+        config(tiny, tmp_path / "auto", anchor="auto", placement=str(path), steps=1), progress=False
+    )
+    manifest = json.loads((out / "hoe_bundle.json").read_text())
+    new = manifest["routers"][-1]
+    assert new["name"] == "lattice-75-25" and new["anchor"] == {"helpful": 0.75, "harmless": 0.25}
+    record = json.loads((out / "hoe_router_training.json").read_text())
+    assert record["placement"]["reason"] == "pick 2 of 2: the test's reason"
+    assert "placed by hoe place-routers" in (out / "README.md").read_text()
+    again = config(tiny, tmp_path / "auto2", anchor="auto", placement=str(path), steps=1)
+    with pytest.raises(Exception, match="^anchor: every anchor the placement chose"):
+        setup(RouterConfig(**{**vars(again), "model": str(out)}))
+    with pytest.raises(Exception, match="^anchor: got 'auto'.*--placement"):
+        config(tiny, tmp_path / "x", anchor="auto")

@@ -3,7 +3,7 @@
 Conventions (stated once, see :mod:`hoe.conventions`): objectives are maximised, a preference λ lies on the
 simplex, reward matrices are ``n x m``. Each ``hoe`` command is a thin layer over the function of the same
 name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :func:`export`, :func:`serve`, :func:`train_expert`, :func:`train_router`,
-:func:`evaluate`.
+:func:`place_routers`, :func:`evaluate`, :func:`ablation`.
 """
 
 from hoe.errors import (
@@ -17,6 +17,7 @@ from hoe.errors import (
     PreferenceError,
     ShapeMismatchError,
 )
+from hoe.evaluation.ablation import ablation
 from hoe.evaluation.evaluate import EvaluateConfig, evaluate
 from hoe.experts.extract import extract
 from hoe.experts.merge import merge
@@ -27,6 +28,7 @@ from hoe.model.hoe_model import HoEModel
 from hoe.model.router_folder import save_router
 from hoe.server import serve
 from hoe.training import ExpertConfig, RouterConfig, train_expert, train_router
+from hoe.training.placement import place_routers
 
 __version__ = "0.1.0"
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "serve",
     "train_expert",
     "train_router",
+    "place_routers",
+    "ablation",
     "ExpertConfig",
     "RouterConfig",
     "EvaluateConfig",

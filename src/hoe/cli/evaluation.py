@@ -93,3 +93,27 @@ def evaluate(
     results = run(config, progress=progress)
     typer.echo(markdown(results).split("\n## ")[0].rstrip())
     typer.echo(f"\nresults written to {out}")
+
+
+@app.command("ablation")
+def ablation(
+    row: list[str] = typer.Option(
+        ...,
+        help="LABEL=FOLDER:METHOD: one composition, a method of a finished hoe evaluate folder (repeat), e.g. "
+        "'3 LoRA=runs/ablation/lora3:hoe-lora'.",
+    ),
+    out: Path = typer.Option(..., help="Folder for results.json and results.md."),
+    reference: str | None = typer.Option(None, help="The row the ratios divide by (default: the first)."),
+    reference_point: str | None = typer.Option(
+        None, help="Hypervolume reference point (default BENCH.md's for relevance, positivity, brevity)."
+    ),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples over prompts (paired across rows)."),
+) -> None:
+    """Compare bundles' fronts evaluated on one protocol (the expert-composition ablation): HV, paired
+    intervals and ratios; reads the finished points, generates nothing."""
+    from hoe.evaluation.ablation import ablation as run
+    from hoe.evaluation.ablation import markdown
+
+    result = run(list(row), reference, out, reference_point, bootstrap)
+    typer.echo(markdown(result, result["command"]).rstrip())
+    typer.echo(f"\nresults written to {out}")

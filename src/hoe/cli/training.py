@@ -105,9 +105,15 @@ def _router_option(name: str, help: str):
 def train_router(
     model: Path = typer.Option(..., help="The input bundle (made by hoe build); it is never modified."),
     anchor: str = typer.Option(
-        ..., help="The router's preference λ, e.g. relevance=0.5,positivity=0.5,brevity=0 (or 0.5,0.5,0)."
+        ...,
+        help="The router's preference λ, e.g. relevance=0.5,positivity=0.5,brevity=0 (or 0.5,0.5,0); auto: "
+        "the next anchor of --placement that the bundle has no router at.",
     ),
     out: Path = typer.Option(..., help="The new bundle: the input bundle plus the trained router."),
+    placement: str | None = _router_option(
+        "placement",
+        help="placement.json of hoe place-routers, for --anchor auto (its reason goes in the card).",
+    ),
     objective: list[str] | None = _router_option(
         "objective",
         help="One per bundle objective, named like it: NAME=KIND[:ARG] (repeat; default: the bundle's objective "
@@ -123,7 +129,8 @@ def train_router(
     seed: int = _router_option("seed", help="Seed of prompt order, sampling and minibatches."),
     scalarisation: str = _router_option(
         "scalarisation",
-        help="tchebycheff (OMD weights, the paper's) or linear (fixed weights λ: the ablation).",
+        help="tchebycheff (OMD toward z*, the paper's), hypervolume (from --reference-point, along λ), "
+        "improvement (Tchebycheff from HoE-LoRA's rewards at the anchor) or linear (fixed weights λ).",
     ),
     target_point: str | None = _router_option(
         "target_point",
@@ -138,6 +145,16 @@ def train_router(
     ),
     reference: str = _router_option(
         "reference", help="KL reference: soup (Σ λ_i B_i A_i of the single-objective experts) or hoe-lora."
+    ),
+    init: str | None = _router_option(
+        "init",
+        help="The router's first mixture: uniform over its experts, or hoe-lora (HoE-LoRA's weights at the "
+        "anchor, so step 0 is HoE without routers); default: hoe-lora with --reference hoe-lora, else uniform.",
+    ),
+    reference_point: str | None = _router_option(
+        "reference_point",
+        help="The hypervolume scalarisation's reference point, one reward per objective (as hoe evaluate's; "
+        "default BENCH.md's for relevance, positivity, brevity).",
     ),
     lr: float = _router_option("lr", help="Adam learning rate of the router."),
     value_lr: float | None = _router_option(
@@ -194,3 +211,29 @@ def train_router(
     folder = run(config, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, one line, not one per process
         typer.echo(f"bundle with router written to {folder}")
+
+
+@app.command("place-routers")
+def place_routers(
+    model: Path = typer.Option(..., help="The bundle the routers are for (made by hoe build)."),
+    results: Path = typer.Option(
+        ...,
+        help="results.json (or its folder) of hoe evaluate --methods hoe-lora on TRAIN prompts, e.g. "
+        "--prompts smol:train --limit 64 --grid 4.",
+    ),
+    routers: int = typer.Option(3, help="How many anchors to pick (fewer when no other candidate adds)."),
+    out: Path = typer.Option(Path("placement.json"), help="Where the placement record is written."),
+) -> None:
+    """Pick router anchors where HoE without routers leaves the most front: per lattice point, the hypervolume
+    that the best mixture of a router's experts would add there; greedy over K.
+
+    Then train each pick with hoe train-router --anchor auto --placement OUT (on the bundle of the previous one).
+    """
+    from hoe.training.placement import place_routers as run
+
+    record = run(results, model, routers, out)
+    for pick in record["chosen"]:
+        typer.echo(f"{pick['name']}: {pick['reason']}")
+    if not record["chosen"]:
+        typer.echo("no candidate adds hypervolume: HoE without routers is on its convex front here")
+    typer.echo(f"placement written to {out}")

@@ -28,7 +28,7 @@ from hoe.io.adapters import LoraWeights
 from hoe.model.context import RoutingContext
 from hoe.model.layer import HoELinear
 from hoe.model.preference_routing import PreferenceRouting
-from hoe.model.router import nearest_experts
+from hoe.model.router import mixture_bias, nearest_experts
 from hoe.preference import PreferenceLike, to_simplex, to_simplex_batch
 
 
@@ -267,11 +267,18 @@ class HoEModel(nn.Module):
 
     # ----- router experts -------------------------------------------------------------------------------------
     def add_router(
-        self, name: str, anchor: PreferenceLike, experts: Sequence[str] | None = None
+        self,
+        name: str,
+        anchor: PreferenceLike,
+        experts: Sequence[str] | None = None,
+        mixture: torch.Tensor | None = None,
     ) -> RouterSpec:
-        """Add a router expert at ``anchor`` (initialised to a uniform mixture) to every HoE layer.
+        """Add a router expert at ``anchor`` to every HoE layer: W = 0, and b = 1 (a uniform mixture), or
+        b = log ``mixture`` when given ((E,) weights over the LoRA experts, e.g. HoE-LoRA's at the anchor:
+        :func:`hoe.model.router.mixture_bias`), so that its first output is that mixture.
 
-        ``experts``: the LoRA experts it mixes; default: the N nearest to its anchor (N objectives).
+        ``experts``: the LoRA experts it mixes; default: the N nearest to its anchor (N objectives), together
+        with every expert ``mixture`` gives weight to.
         """
         if name in {r.name for r in self.routers}:
             raise ConfigError(
@@ -298,9 +305,14 @@ class HoEModel(nn.Module):
                     fix=f"Name some of the LoRA experts {expert_names}.",
                 )
             active = torch.tensor([n in experts for n in expert_names])
+        bias = None
+        if mixture is not None:
+            if experts is None:
+                active = active | (mixture.cpu() > 0)
+            bias = mixture_bias(mixture.cpu(), active)
         spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
         for layer in self.layers.values():
-            layer.add_router(active)
+            layer.add_router(active, bias)
         self._router_masks = torch.cat([self._router_masks, active.bool()[None]])
         self.routers.append(spec)
         self._update_routing()

@@ -365,11 +365,13 @@ class HoELinear(nn.Module):
         return gate
 
     # ----- experts and routers ------------------------------------------------------------------------------
-    def add_router(self, active: torch.Tensor) -> None:
-        """Append one router (W = 0, b = 1: uniform over ``active`` (E,) bool experts)."""
+    def add_router(self, active: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Append one router over the ``active`` (E,) bool experts: W = 0 and ``bias`` (E,), by default 1
+        (uniform over ``active``)."""
         w, b = self.router_weight, self.router_bias
+        new_bias = b.new_ones(1, b.shape[1]) if bias is None else bias.to(b)[None]
         self.router_weight = nn.Parameter(torch.cat([w.data, w.new_zeros(1, *w.shape[1:])]))
-        self.router_bias = nn.Parameter(torch.cat([b.data, b.new_ones(1, b.shape[1])]))
+        self.router_bias = nn.Parameter(torch.cat([b.data, new_bias]))
         self.router_active = torch.cat([self.router_active, active.to(self.router_active)[None]])
         self._router_sets.append(active.cpu().bool().tolist())
         self._stack()

@@ -41,3 +41,21 @@ def nearest_experts(router_anchor: torch.Tensor, expert_anchors: torch.Tensor, k
     k = min(k, len(dist))
     cutoff = dist.sort().values[k - 1]
     return dist <= cutoff + 1e-9
+
+
+def mixture_bias(mixture: torch.Tensor, active: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """The bias b whose router (with W = 0) outputs ``mixture`` on the ``active`` experts:
+
+        b_e = log max(m_e / Σ_{active} m, floor)   (active e),   0 elsewhere (masked out anyway)
+
+    (E,), (E,) bool -> (E,) float32. softmax(b) over the active experts is then the renormalised mixture, up to
+    ``floor`` given to each active expert that ``mixture`` leaves out: a weight of exactly 0 would be a logit
+    of -inf, which no gradient could move again. E.g. mixture (0.5, 0.5, 0) on three active experts gives
+    b = (log 0.5, log 0.5, log 1e-4), i.e. (0.49995, 0.49995, 0.0001).
+    """
+    m = torch.where(active, mixture.double().clamp_min(0), torch.zeros_like(mixture, dtype=torch.float64))
+    total = m.sum()
+    if not total > 0:
+        raise ValueError("the mixture gives no weight to the router's active experts")
+    b = (m / total).clamp_min(floor).log()
+    return torch.where(active, b, torch.zeros_like(b)).float()

@@ -6,7 +6,12 @@ A scalarisation is bound to a preference λ (on the simplex) and gives
   evaluation), and
 * ``weights``: the ``(m,)`` mixture ``w`` of the per-objective advantages in the policy gradient
   ``Σ_i w_i A_i`` (Eq. 8), with ``initial_weights()`` and ``update_weights(w, mean_reward)`` after each batch
-  (fixed for ``linear``; online mirror descent for ``tchebycheff``).
+  (fixed for ``linear``; online mirror descent for ``tchebycheff``, ``hypervolume`` and ``improvement``).
+
+The factory's keyword arguments name what it needs, and the router recipe offers exactly those
+(:func:`hoe.training.router.scalarisation_options`): ``z_star`` (the ideal point, measured on the experts),
+``ref_point`` (the evaluation's hypervolume reference point), ``baseline`` (HoE without routers at the anchor,
+measured), ``alpha`` and ``step_size`` (OMD).
 
 Adding one is a small module here registered with :func:`register_scalarisation`. Objectives are maximised.
 """
@@ -47,4 +52,4 @@ def build_scalarisation(name: str, lam: torch.Tensor, **options) -> Scalarisatio
     return SCALARISATIONS.lookup(name)(lam, **options)
 
 
-from hoe.scalarisation import linear, tchebycheff  # noqa: E402,F401  (registers them)
+from hoe.scalarisation import hypervolume, improvement, linear, tchebycheff  # noqa: E402,F401  (registers them)

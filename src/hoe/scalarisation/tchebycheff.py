@@ -65,6 +65,22 @@ def omd_fixed_point(
     return torch.softmax(drive, dim=-1)
 
 
+def reward_point(value, lam: torch.Tensor, field: str, fix: str) -> torch.Tensor:
+    """``value`` as an (m,) tensor like ``lam``: one finite reward per objective, else a ConfigError on ``field``."""
+    point = torch.as_tensor(value, dtype=lam.dtype)
+    if point.shape != lam.shape or not torch.isfinite(point).all():
+        raise ConfigError(
+            f"got {point.tolist()} for {lam.numel()} objectives.", field=field, value=point.tolist(), fix=fix
+        )
+    return point
+
+
+def check_rate(alpha: float) -> None:
+    """The OMD smoothing rate α = batch size / horizon must lie in (0, 1]."""
+    if not 0 < alpha <= 1:
+        raise bad_value("omd_alpha", alpha, "Pass a smoothing rate in (0, 1], e.g. 0.12.")
+
+
 @register_scalarisation("tchebycheff")
 @dataclass
 class Tchebycheff:
@@ -76,16 +92,11 @@ class Tchebycheff:
     step_size: float = 3.0
 
     def __post_init__(self) -> None:
-        self.z_star = torch.as_tensor(self.z_star, dtype=self.lam.dtype)
-        if self.z_star.shape != self.lam.shape or not torch.isfinite(self.z_star).all():
-            raise ConfigError(
-                f"got {self.z_star.tolist()} for {self.lam.numel()} objectives.",
-                field="target_point",
-                value=self.z_star.tolist(),
-                fix="Pass one finite target reward z* per objective, a little above what the experts reach.",
-            )
-        if not 0 < self.alpha <= 1:
-            raise bad_value("omd_alpha", self.alpha, "Pass a smoothing rate in (0, 1], e.g. 0.12.")
+        self.z_star = reward_point(
+            self.z_star, self.lam, "target_point",
+            "Pass one finite target reward z* per objective, a little above what the experts reach.",
+        )  # fmt: skip
+        check_rate(self.alpha)
 
     def utility(self, rewards: torch.Tensor) -> torch.Tensor:
         return tchebycheff_utility(rewards, self.lam, self.z_star)

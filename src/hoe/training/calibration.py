@@ -29,11 +29,13 @@ from hoe.training.loop import derived_seed
 from hoe.training.rollout import sample_rows
 
 POLICY = "initial policy"  # not a valid expert name, so it never collides with one
+LORA_ONLY = "hoe-lora at the anchor"  # likewise
 
 
 @dataclass
 class Calibration:
     z_star: torch.Tensor | None  # (m,) float64, None when not measured
+    baseline: torch.Tensor | None  # (m,) float64, HoE-LoRA's means at the anchor; None when not measured
     value_init: torch.Tensor  # (m,) the initial policy's mean scores
     record: dict  # what the card reports
 
@@ -81,11 +83,16 @@ def global_moments(dist: Dist, scores: dict[str, torch.Tensor], k: int) -> tuple
     return means, var.sqrt()
 
 
-def calibrate(run, target: torch.Tensor | None, measure_target: bool) -> Calibration:
-    """z* (measured when ``measure_target`` and no ``target`` is given) and the value heads' start."""
+def calibrate(
+    run, target: torch.Tensor | None, measure_target: bool, baseline: dict | None = None
+) -> Calibration:
+    """z* (measured when ``measure_target`` and no ``target`` is given), the mean rewards of the ``baseline``
+    route (HoE-LoRA at the anchor, ``{"expert_weights": w}``) when given, and the value heads' start."""
     c, names = run.config, run.names
     prompts = calibration_prompts(run.prompts, c.calibration_prompts, c.seed)
     sources = {POLICY: {"preference": run.anchor}}
+    if baseline is not None:
+        sources[LORA_ONLY] = baseline
     experts = run.model.vertex_experts() if (measure_target and target is None) else []
     for k in experts:
         one_hot = torch.zeros(len(run.model.experts))
@@ -106,4 +113,7 @@ def calibrate(run, target: torch.Tensor | None, measure_target: bool) -> Calibra
         "std": named(std),
         "value_init": named(means[POLICY]),
     }
-    return Calibration(z_star, means[POLICY], record)
+    lora_only = means.get(LORA_ONLY)
+    if lora_only is not None:
+        record["baseline"] = named(lora_only)
+    return Calibration(z_star, lora_only, means[POLICY], record)

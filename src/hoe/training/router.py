@@ -35,6 +35,7 @@ from hoe.training.trajectory import ValueHeads
 from hoe.validation import at_least, non_empty, not_both, one_of, positive, validate
 
 REFERENCES = ("soup", "hoe-lora")
+INITS = ("uniform", "hoe-lora")
 RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device"}
 """Config fields that may differ between a run and its resumption (they change no result beyond float noise)."""
 
@@ -63,6 +64,11 @@ class RouterConfig:
     target_margin: float = 0.1  # z*_i = best expert mean + margin · std of objective i
     calibration_prompts: int = 16
     reference: str = "soup"
+    init: str | None = (
+        None  # uniform (W = 0, b = 1) or hoe-lora (b = log of HoE-LoRA's weights); default: the reference's
+    )
+    reference_point: Preference | None = None  # the hypervolume scalarisation's r; default: evaluate's
+    placement: str | None = None  # hoe place-routers' placement.json: --anchor auto takes its next pick
     lr: float = 1e-5
     value_lr: float | None = None  # default: lr
     ppo_epochs: int = 4
@@ -125,10 +131,17 @@ def _minibatches_fit(c: Any) -> HoEError | None:
     return None
 
 
+def _auto_needs_placement(c: Any) -> HoEError | None:
+    if c.anchor == "auto" and not c.placement:
+        return bad_value("anchor", "auto", "Pass --placement (hoe place-routers' placement.json) with auto.")
+    return None
+
+
 _CHECKS = [
     non_empty("model", "the bundle to add a router to"),
     non_empty("out", "the folder for the new bundle"),
-    non_empty("anchor", "the router's preference, e.g. a=0.5,b=0.5"),
+    non_empty("anchor", "the router's preference, e.g. a=0.5,b=0.5, or auto with --placement"),
+    _auto_needs_placement,
     *(
         positive(name, what)
         for name, what in [
@@ -159,6 +172,7 @@ _CHECKS = [
     _at_most_batch("omd_horizon", "(the OMD rate is batch size / horizon, at most 1)"),
     one_of("scalarisation", SCALARISATIONS),  # the registry: later registrations count
     one_of("reference", list(REFERENCES)),
+    one_of("init", [None, *INITS]),
     one_of("dtype", list(DTYPES)),
     not_both("resume", "overwrite"),
 ]
@@ -181,6 +195,10 @@ class RouterRun:
     optimizer: torch.optim.Optimizer
     reference: dict  # how the KL reference routes: {"expert_weights": (E,)}
     z_star: torch.Tensor | None = None  # (m,)
+    ref_point: torch.Tensor | None = (
+        None  # (m,) the hypervolume reference point, when the scalarisation uses it
+    )
+    baseline: torch.Tensor | None = None  # (m,) HoE-LoRA's mean rewards at the anchor, when it uses them
     w: torch.Tensor | None = None  # (m,) the scalarisation's weights for the next step
     kl_coef: float = 0.0
     calibration: dict = field(default_factory=dict)
@@ -188,10 +206,16 @@ class RouterRun:
     history: list[dict] = field(default_factory=list)
     commands: list[str] = field(default_factory=lambda: [command_line()])
     scalarisation: Scalarisation | None = None
+    placement: dict | None = None  # the pick of hoe place-routers this router was trained at (--anchor auto)
 
     @property
     def names(self) -> list[str]:
         return list(self.model.objectives)
+
+    @property
+    def measured(self) -> dict[str, torch.Tensor | None]:
+        """What the scalarisation may take besides λ and the OMD rates, by option name."""
+        return {"z_star": self.z_star, "ref_point": self.ref_point, "baseline": self.baseline}
 
     @property
     def router_name(self) -> str:
@@ -217,16 +241,16 @@ class RouterRun:
             "router": self.router_name,
             "w": self.w.tolist(),
             "kl_coef": self.kl_coef,
-            "z_star": None if self.z_star is None else self.z_star.tolist(),
+            **{k: None if v is None else v.tolist() for k, v in self.measured.items()},
             "calibration": self.calibration,
         }
 
     def load_state(self, state: dict) -> None:
         self.w = torch.tensor(state["w"], dtype=torch.float64)
         self.kl_coef = float(state["kl_coef"])
-        self.z_star = (
-            None if state.get("z_star") is None else torch.tensor(state["z_star"], dtype=torch.float64)
-        )
+        for key in self.measured:
+            value = state.get(key)
+            setattr(self, key, None if value is None else torch.tensor(value, dtype=torch.float64))
         self.calibration = dict(state.get("calibration", {}))
 
     def postfix(self, metrics: dict) -> dict[str, str]:
@@ -257,19 +281,25 @@ class RouterRun:
 # ---------------------------------------------------------------- setup
 
 
-def scalarisation_options(config: RouterConfig, z_star: torch.Tensor | None) -> dict:
-    """The options of ``config.scalarisation`` that its factory accepts (Tchebycheff: z*, α = B / H, η)."""
-    offered = {
-        "z_star": z_star,
-        "alpha": config.batch_size / config.omd_horizon,
-        "step_size": config.omd_step_size,
-    }
-    accepted = inspect.signature(SCALARISATIONS.lookup(config.scalarisation)).parameters
-    return {k: v for k, v in offered.items() if k in accepted}
+def scalarisation_options(config: RouterConfig, measured: dict[str, torch.Tensor | None]) -> dict:
+    """The options of ``config.scalarisation`` that its factory accepts: ``measured`` (z*, the reference point,
+    the LoRA-only baseline, by option name) and the OMD rate α = B / H and step size η."""
+    offered = {**measured, "alpha": config.batch_size / config.omd_horizon, "step_size": config.omd_step_size}
+    return {k: v for k, v in offered.items() if needs(config, k)}
+
+
+def needs(config: RouterConfig, option: str) -> bool:
+    """Whether ``config.scalarisation``'s factory takes ``option`` (``z_star``, ``ref_point``, ``baseline``...)."""
+    return option in inspect.signature(SCALARISATIONS.lookup(config.scalarisation)).parameters
 
 
 def needs_target(config: RouterConfig) -> bool:
-    return "z_star" in inspect.signature(SCALARISATIONS.lookup(config.scalarisation)).parameters
+    return needs(config, "z_star")
+
+
+def router_init(config: RouterConfig) -> str:
+    """``config.init``, or the one that matches the KL reference: hoe-lora for hoe-lora, else uniform."""
+    return config.init or ("hoe-lora" if config.reference == "hoe-lora" else "uniform")
 
 
 def train_router(config: RouterConfig, progress: bool = True) -> Path:
@@ -283,8 +313,8 @@ def train_router(config: RouterConfig, progress: bool = True) -> Path:
         run.dist.close()
 
 
-def make_scalarisation(config: RouterConfig, lam: torch.Tensor, z_star: torch.Tensor | None) -> Scalarisation:
-    return build_scalarisation(config.scalarisation, lam, **scalarisation_options(config, z_star))
+def make_scalarisation(config: RouterConfig, lam: torch.Tensor, measured: dict) -> Scalarisation:
+    return build_scalarisation(config.scalarisation, lam, **scalarisation_options(config, measured))
 
 
 __all__ = ["RouterConfig", "RouterRun", "train_router"]

@@ -58,6 +58,7 @@ def training_record(run: RouterRun) -> dict:
         "z_star": _named(names, run.z_star),
         "z_star_source": run.calibration.get("z_star_source"),
         "calibration": run.calibration,
+        "placement": run.placement,
         "final_w": _named(names, run.w),
         "final_kl_coef": round(run.kl_coef, 6),
         "summary": summarise(run.history, keys=keys),
@@ -67,10 +68,22 @@ def training_record(run: RouterRun) -> dict:
     }
 
 
+def _placement_text(record: dict) -> str:
+    pick = record.get("placement")
+    if not pick:
+        return "given (--anchor)"
+    return f"placed by hoe place-routers ({record['config']['placement']}): {pick['reason']}"
+
+
 def _target_text(record: dict) -> str:
     z, source = record["z_star"], record["z_star_source"]
+    cal = record["calibration"]
+    if z is None and "baseline" in cal:
+        return f"not used; the baseline is HoE-LoRA's mean rewards at the anchor, {cal['baseline']}"
+    if z is None and "reference_point" in cal:
+        return f"not used; the hypervolume reference point r is {cal['reference_point']}"
     if z is None:
-        return "not used (linear scalarisation)"
+        return f"not used ({record['config']['scalarisation']} scalarisation)"
     if source != "data":
         return f"{z} (given)"
     margin = record["calibration"].get("margin")
@@ -89,13 +102,15 @@ def card(record: dict) -> str:
     return (
         f"## Router expert `{record['router']}`\n\n"
         f"Trained by multi-objective PPO ({c['scalarisation']} scalarisation"
-        f"{' with online mirror descent' if c['scalarisation'] == 'tchebycheff' else ''}) at the anchor "
+        f"{' with online mirror descent' if c['scalarisation'] != 'linear' else ''}) at the anchor "
         f"{record['anchor']}, mixing the LoRA experts {record['experts']}; the base model and every LoRA expert "
-        f"were frozen. KL reference: {c['reference']}.\n\n"
+        f"were frozen. KL reference: {c['reference']}; first mixture: "
+        f"{record['calibration'].get('init', 'uniform')}.\n\n"
         f"- steps: {record['steps_done']} × {c['batch_size']} prompts (global, {record['processes']} process(es)), "
         f"{c['ppo_epochs']} PPO epochs × {c['minibatches']} minibatches, lr {c['lr']}, max {c['max_new_tokens']} "
         f"new tokens, temperature {c['temperature']}, seed {record['seed']}\n"
         f"- prompts: `{c['prompts']}` (split `{c['split']}`); objectives {record['objective_specs']}\n"
+        f"- anchor: {_placement_text(record)}\n"
         f"- target point z*: {_target_text(record)}\n"
         f"- final OMD weights w: {record['final_w']}; final KL coefficient {record['final_kl_coef']}\n"
         f"- utility, first 10 / last 10 steps: {fmt('first10_utility')} -> {fmt('last10_utility')}; "

@@ -27,7 +27,9 @@ from hoe.training.router import (
     RouterConfig,
     RouterRun,
     make_scalarisation,
+    needs,
     needs_target,
+    router_init,
 )
 from hoe.training.run_folder import RunFolder
 from hoe.training.trajectory import ValueHeads
@@ -71,6 +73,7 @@ def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list
     if lam is not None:
         errors.append(_router_place_error(config, manifest, lam))
         errors.append(_target_error(config, names))
+        errors.append(_reference_point_error(config, names, specs))
     errors.extend(_vertex_errors(config, manifest))
     raise_all(errors)
     assert lam is not None and specs is not None
@@ -109,6 +112,26 @@ def _target_error(config: RouterConfig, names: list[str]) -> HoEError | None:
     except ConfigError as e:
         return e
     return None
+
+
+def _reference_point_error(
+    config: RouterConfig, names: list[str], specs: list[str] | None
+) -> HoEError | None:
+    if not needs(config, "ref_point"):
+        return None
+    try:
+        hv_reference_point(config, names, specs or names)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def hv_reference_point(config: RouterConfig, names: list[str], specs: list[str]) -> torch.Tensor | None:
+    """The hypervolume scalarisation's r: ``reference_point``, or ``hoe evaluate``'s default (BENCH.md's for
+    the smol3 objectives); None when the scalarisation takes none."""
+    from hoe.evaluation.evaluate import reference_point
+
+    return reference_point(config.reference_point, names, specs) if needs(config, "ref_point") else None
 
 
 def parse_target(target: Preference | None, names: list[str]) -> torch.Tensor | None:
@@ -166,10 +189,27 @@ def _is_vertex(anchor: dict[str, float], objective: str) -> bool:
     return total > 0 and anchor.get(objective, 0.0) / total >= 1 - 1e-9
 
 
+def resolve_anchor(config: RouterConfig) -> tuple[RouterConfig, dict | None]:
+    """``--anchor auto``: the next pick of ``--placement`` (:func:`hoe.training.placement.next_anchor`), named
+    after it unless ``--name`` is given. Returns the config with the anchor written out, and the pick."""
+    import dataclasses
+
+    from hoe.model.bundle import read_manifest
+    from hoe.training.placement import next_anchor, read_placement
+
+    if config.anchor != "auto":
+        return config, None
+    manifest = read_manifest(config.model)
+    pick = next_anchor(read_placement(config.placement), manifest)
+    anchor = ",".join(f"{n}={v}" for n, v in zip(manifest["objectives"], pick["anchor"]))
+    return dataclasses.replace(config, anchor=anchor, name=config.name or pick["name"]), pick
+
+
 def setup(config: RouterConfig) -> RouterRun:
     """A run ready for its first (or next) step; see the module docstring for the order of things."""
     from hoe.data.prompts import load_prompts
 
+    config, placed = resolve_anchor(config)
     manifest, lam, specs = check_against_bundle(config)
     target = parse_target(config.target_point, manifest["objectives"])
     _check_out_is_new(config)
@@ -184,11 +224,13 @@ def setup(config: RouterConfig) -> RouterRun:
                 f"Pass at least one prompt per process ({dist.world} processes).",
             )
         run = _build(config, folder, dist, lam, specs, prompts)
+        run.placement = placed
         if folder.resume_from is not None:
             loop.restore(run, folder.resume_from, RESUMABLE)
         else:
+            run.ref_point = hv_reference_point(config, manifest["objectives"], specs)
             _fresh_start(run, target)
-        run.scalarisation = make_scalarisation(config, lam, run.z_star)
+        run.scalarisation = make_scalarisation(config, lam, run.measured)
         dist.barrier()  # every rank has checked the partial folder before rank 0 claims it
         if dist.is_main:
             folder.start()
@@ -223,7 +265,9 @@ def _build(
     model = HoEModel.from_pretrained(config.model, dtype=DTYPES[config.dtype], device=dist.device)
     tokenizer = load_tokenizer(model.base_ref)
     objectives = _objectives(config, specs, model.objectives, tokenizer, dist)
-    model.add_router(router_name(config, lam), lam)
+    lora_only = lora_hoe_reference(model, lam)
+    start = lora_only if router_init(config) == "hoe-lora" else None
+    model.add_router(router_name(config, lam), lam, mixture=start)
     model.routers_to(torch.float32)  # over a bf16/fp16 bundle the routers still train in float32
     model.eval()  # no dropout: the policy that samples is the one that is scored and trained
     if config.gradient_checkpointing:
@@ -262,11 +306,20 @@ def _objectives(config: RouterConfig, specs: list[str], names: list[str], tokeni
 
 
 def _fresh_start(run: RouterRun, target: torch.Tensor | None) -> None:
-    """z* (given, or measured), the value heads' bias, the scalarisation's first weights."""
-    cal = calibrate(run, target, needs_target(run.config))
-    run.z_star, run.calibration = cal.z_star, cal.record
+    """z* (given, or measured), the LoRA-only baseline (when the scalarisation takes it), the value heads' bias,
+    the scalarisation's first weights."""
+    baseline = (
+        {"expert_weights": lora_hoe_reference(run.model, run.anchor)}
+        if needs(run.config, "baseline")
+        else None
+    )
+    cal = calibrate(run, target, needs_target(run.config), baseline)
+    run.z_star, run.baseline, run.calibration = cal.z_star, cal.baseline, cal.record
+    if run.ref_point is not None:
+        run.calibration["reference_point"] = {n: float(v) for n, v in zip(run.names, run.ref_point)}
+    run.calibration["init"] = router_init(run.config)
     run.value_heads.init_bias(cal.value_init)
-    run.w = make_scalarisation(run.config, run.anchor, run.z_star).initial_weights()
+    run.w = make_scalarisation(run.config, run.anchor, run.measured).initial_weights()
     run.kl_coef = run.config.init_kl_coef
     if run.config.scalarisation == "tchebycheff" and run.z_star is not None:
         _check_omd_scale(run, cal.value_init)

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Issue 22, after scripts/router_study.sh chose on train prompts: train the shipped routers with the chosen
+# objective and measure once on the eval prompts (BENCH.md §4). Stages (resumable):
+#   choose    the router objective with the highest HV(hoe) / HV(hoe-lora) on the validation slice
+#             (runs/study/compare/results.json), ties by the order of the study
+#   train     the placement's next picks with it, each on the bundle of the previous (--anchor auto)
+#   eval      on smol:eval (147 prompts, grid 1/4, 2 samples, the make-results protocol): the final bundle's
+#             hoe and hoe-lora; the make-demo bundle's hoe (today's three routers); 3 LoRA experts alone
+#   apart     the routers at their anchors on the apart prompts (32, written apart from smol), 4 samples
+#   ablation  hoe ablation -> results/smol3-ablation/
+# Usage: scripts/router_final.sh [STAGE...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+HOE=.venv/bin/hoe
+S=runs/study
+F=runs/final
+STEPS=${STEPS:-15}
+PROTOCOL=(--prompts smol:eval --grid 4 --samples 2 --batch-size 48 --no-progress)
+COMMON=(--prompts $S/fit.jsonl --batch-size 16 --steps "$STEPS" --checkpoint-every 5 --no-progress --lr 1e-3
+        --value-lr 1e-3 --omd-horizon 160 --omd-step-size 30 --init-kl-coef 0.02 --kl-horizon 500 --seed 0)
+declare -A OPTS=(
+  [tchebycheff-soup]="--scalarisation tchebycheff --reference soup"
+  [tchebycheff]="--scalarisation tchebycheff --reference hoe-lora"
+  [hypervolume]="--scalarisation hypervolume --reference hoe-lora"
+  [improvement]="--scalarisation improvement --reference hoe-lora"
+  [linear]="--scalarisation linear --reference hoe-lora"
+)
+
+chosen() {
+  .venv/bin/python - <<'PY'
+import json
+rows = json.load(open("runs/study/compare/results.json"))["rows"]
+best = max((r for r in rows if r.startswith("+ router")), key=lambda r: rows[r]["ratio"])
+print(best.removeprefix("+ router, "))
+PY
+}
+
+stage_choose() { mkdir -p $F; chosen | tee $F/chosen.txt; }
+
+stage_train() {
+  local name; name=$(cat $F/chosen.txt)
+  local prev=$S/cmp/$name   # its first router (the first pick) was trained by the study, same options
+  for k in 2; do
+    local out=$F/routers-$k
+    if [ ! -f $out/hoe_bundle.json ]; then
+      local resume=(); [ -d $F/.routers-$k.partial ] && resume=(--resume)
+      $HOE train-router --model $prev --anchor auto --placement $S/placement.json --out $out "${COMMON[@]}" \
+        ${OPTS[$name]} "${resume[@]}"
+    fi
+    prev=$out
+  done
+  ln -sfn "$(realpath $prev)" $F/bundle
+}
+
+stage_eval() {
+  $HOE evaluate --model $F/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/final
+  mkdir -p $F/eval/today/points && cp -rn $F/eval/final/points/hoe-lora $F/eval/today/points/ 2>/dev/null || true
+  $HOE evaluate --model runs/demo/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/today
+  # another set of experts, so no point is shared (even the vertices' keys name the bundle's experts)
+  $HOE evaluate --model $S/lora3 --methods hoe-lora "${PROTOCOL[@]}" --out $F/eval/lora3
+}
+
+stage_apart() {
+  local prefs=()
+  for a in $(.venv/bin/python -c "
+import json; [print(','.join(str(v) for v in p['anchor'])) for p in json.load(open('$S/placement.json'))['chosen']]"); do
+    prefs+=(--preference "$a")
+  done
+  $HOE evaluate --model $F/bundle --methods hoe,hoe-lora --prompts apart --grid 1 "${prefs[@]}" --samples 4 \
+    --batch-size 32 --no-progress --out $F/eval/apart
+}
+
+stage_ablation() {
+  $HOE ablation --out results/smol3-ablation --reference "6 LoRA (HoE-LoRA)" \
+    --row "3 LoRA=$F/eval/lora3:hoe-lora" \
+    --row "6 LoRA (HoE-LoRA)=$F/eval/final:hoe-lora" \
+    --row "6 LoRA + 3 routers (today: Tchebycheff, uniform start)=$F/eval/today:hoe" \
+    --row "6 LoRA + 2 placed routers ($(cat $F/chosen.txt))=$F/eval/final:hoe"
+}
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(choose train eval apart ablation)
+for s in "${stages[@]}"; do echo "== $s"; "stage_$s"; done
