@@ -52,6 +52,14 @@ class ConfigError(HoEError, ValueError):
     """An argument has a value `hoe` cannot use (bad rank, unknown method, malformed preference...)."""
 
 
+class FileKeyError(ConfigError):
+    """A key of a file (a set-up's TOML) has a bad value; the CLI names the key as written in the file
+    (``name``, ``objectives.brevity``), never as a flag (``--name``): the user fixes the file, not a flag."""
+
+    def cli_message(self) -> str:
+        return self.worded(self.field)
+
+
 class PreferenceError(ConfigError):
     """A preference vector λ is negative, all zero, NaN, of the wrong length or names unknown objectives."""
 

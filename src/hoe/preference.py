@@ -14,7 +14,6 @@ its sum. Anything else raises :class:`~hoe.errors.PreferenceError` naming the fi
 
 from __future__ import annotations
 
-import itertools
 import math
 import numbers
 import re
@@ -110,9 +109,11 @@ def to_simplex(pref: PreferenceLike, names: Sequence[str], field: str = "prefere
 
 def _vector(pref: object, names: Sequence[str], field: str) -> list:
     """The entries of a sequence or 1-D tensor of weights."""
+    if isinstance(pref, (list, tuple)) and all(not isinstance(v, (list, tuple, Mapping)) for v in pref):
+        return list(pref)  # each checked by _number (an int beyond float range is not a vector problem)
     try:
         t = pref if isinstance(pref, torch.Tensor) else torch.as_tensor(pref, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError, OverflowError):
         t = None
     if t is None or t.dim() != 1:
         raise bad_value(
@@ -126,7 +127,12 @@ def _number(v: object, field: str, raw: object) -> float:
         return float(v)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise bad_value(field, _short(raw), f"Weight {v!r} is not a number.", PreferenceError)
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        raise bad_value(
+            field, _short(raw), "Weights must be finite numbers (no NaN or Inf).", PreferenceError
+        ) from None
 
 
 def _objectives(names: Sequence[str]) -> str:
@@ -174,16 +180,33 @@ def _check(values: list[float], names: Sequence[str], field: str, raw: object) -
         )
     if any(v < 0 for v in values):
         raise bad_value(field, _short(raw), "Weights must be non-negative.", PreferenceError)
-    total = sum(values)
-    if total <= 0:
+    largest = max(values)
+    if largest <= 0:
         raise bad_value(field, _short(raw), "At least one weight must be positive.", PreferenceError)
-    return torch.tensor(values, dtype=torch.float64) / total
+    # divided by the largest first: the sum of finite weights can overflow (1e308 + 1e308 = inf, and w / inf
+    # = 0 for every w), a sum of numbers in [0, 1] cannot; (1e308, 1e308, 0) is (0.5, 0.5, 0) as it should be
+    scaled = torch.tensor(values, dtype=torch.float64) / largest
+    return scaled / scaled.sum()
 
 
 def _short(x: object) -> object:
     if isinstance(x, torch.Tensor):
         return x.tolist()
     return x
+
+
+MAX_LATTICE = 10_000
+"""The most preferences a lattice may hold: each is a whole evaluation point (minutes of decoding)."""
+
+
+def _compositions(total: int, parts: int):
+    """The ways to write ``total`` as ``parts`` non-negative integers, in lexicographically decreasing order."""
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(total, -1, -1):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first, *rest)
 
 
 def simplex_lattice(m: int, divisions: int) -> torch.Tensor:
@@ -195,9 +218,16 @@ def simplex_lattice(m: int, divisions: int) -> torch.Tensor:
     if m < 1 or divisions < 1:
         field, value = ("m", m) if m < 1 else ("divisions", divisions)
         raise bad_value(field, value, "Pass at least 1 (objectives and lattice divisions).", PreferenceError)
-    points = [
-        c for c in itertools.product(range(divisions, -1, -1), repeat=m) if sum(c) == divisions
-    ]  # (k, m) integer compositions
+    count = math.comb(divisions + m - 1, m - 1)
+    if count > MAX_LATTICE:
+        raise bad_value(
+            "grid",
+            divisions,
+            f"The lattice would hold {count} preferences for {m} objectives (at most {MAX_LATTICE}); pass a "
+            "smaller grid, or --preference for the points you need.",
+            PreferenceError,
+        )
+    points = list(_compositions(divisions, m))  # (k, m), built directly (never a product over divisions^m)
     lattice = torch.tensor(points, dtype=torch.float64) / divisions
     vertex = (lattice == 1).any(-1)
     return torch.cat([lattice[vertex], lattice[~vertex]])

@@ -121,3 +121,53 @@ def test_model_calls_need_a_preference(tiny, call):
     e = info.value
     assert e.field == "preference" and e.value is None
     assert "a preference is required" in str(e) and "['helpful', 'harmless']" in str(e)
+
+
+# ----- overflow (issue 24, item 4): huge weights mean what they say, or are refused; never a silent zero -----
+@pytest.mark.parametrize(
+    ("pref", "expected"),
+    [
+        ("1e308,1e308", [0.5, 0.5]),  # the sum overflows to inf: it was (0, 0), i.e. no preference at all
+        ("a=1e308,b=0", [1.0, 0.0]),
+        ([1.7e308, 1.7e308], [0.5, 0.5]),
+        ({"a": 1e308, "b": 3e307}, [1e308 / 1.3e308, 3e307 / 1.3e308]),
+        ("5e-324,5e-324", [0.5, 0.5]),  # subnormal weights: still the direction they give
+        (torch.tensor([1e308, 1e308], dtype=torch.float64), [0.5, 0.5]),
+    ],
+)
+def test_huge_weights_keep_their_direction(pref, expected):
+    lam = to_simplex(pref, ["a", "b"])
+    assert lam.tolist() == pytest.approx(expected, rel=1e-12) and float(lam.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("pref", [[10**400, 1], {"a": 10**400, "b": 1}, "1e400,1"])
+def test_weights_beyond_float_range_are_refused(pref):
+    with pytest.raises(PreferenceError, match="^preference: got .*finite"):
+        to_simplex(pref, ["a", "b"])
+
+
+def test_generate_at_huge_weights_equals_the_same_direction(tiny, capsys):
+    code, err = cli(capsys, "generate", "--model", tiny.bundle, "--preference", "1e308,1e308", "--seed", "3",
+                    "--max-new-tokens", "4", "hi")  # fmt: skip
+    huge = capsys.readouterr().out if code == 0 else err
+    assert code == 0, err
+    code, err = cli(capsys, "generate", "--model", tiny.bundle, "--preference", "0.5,0.5", "--seed", "3",
+                    "--max-new-tokens", "4", "hi")  # fmt: skip
+    assert code == 0 and capsys.readouterr().out == huge
+
+
+def test_build_with_a_huge_anchor_loads(tiny, capsys, tmp_path):
+    out = tmp_path / "out"
+    code, err = cli(capsys, "build", "--base", tiny.base, *experts_args(tiny),
+                    "--expert", f"mid={tiny.helpful}@1e308,1e308", "--out", out)  # fmt: skip
+    assert code == 0, err
+    model = HoEModel.from_pretrained(out)
+    assert [e.anchor for e in model.experts][-1] == pytest.approx((0.5, 0.5))
+
+
+def test_a_huge_lattice_is_refused_at_once():
+    from hoe.preference import simplex_lattice
+
+    with pytest.raises(PreferenceError, match="^grid: got 100000. The lattice would hold 5000150001"):
+        simplex_lattice(3, 100000)
+    assert simplex_lattice(3, 4).shape == (15, 3) and simplex_lattice(2, 1).tolist() == [[1, 0], [0, 1]]

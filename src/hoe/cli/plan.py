@@ -104,16 +104,15 @@ def _routers(
 ) -> Path:
     """Per router anchor ``train-router`` and ``save-router``, then a bundle with them all; returns the bundle
     to evaluate."""
-    options = {k: v for k, v in setup.routers.items() if k != "anchors"}
+    options = {k: v for k, v in setup.routers.items() if k not in ("anchors", "count", "placement")}
     folders: list[str] = []
-    for i, anchor in enumerate(_anchors(setup, "routers")):
-        name = "router-" + "-".join(f"{round(100 * w)}" for w in anchor.values())
+    for i, (name, anchor, extra) in enumerate(_router_anchors(setup, out, bundle, prompts, steps)):
         if str(out / "routers" / name / "router") in folders:
             raise ConfigError(f"names a second router {name!r} (anchors are named by their percentages).",
                               field=f"routers.anchors[{i}]", value=anchor, fix="Give router anchors that differ by 1 % or more.")  # fmt: skip
         folder = out / "routers" / name
         steps.append(_step(f"the router expert {name}", "routers", "train-router", "--model", bundle, "--anchor",
-                           _text(anchor), "--out", folder / "bundle", "--name", name, *_objective_flags(setup),
+                           anchor, *extra, "--out", folder / "bundle", "--name", name, *_objective_flags(setup),
                            "--prompts", prompts, "--split", TRAIN, *_flags(options), "--resume"))  # fmt: skip
         steps.append(_step(f"router {name}'s own folder", "routers", "save-router", "--model", folder / "bundle",
                            "--name", name, "--out", folder / "router", "--overwrite"))  # fmt: skip
@@ -124,6 +123,44 @@ def _routers(
     steps.append(_step("the HoE bundle with its router experts", "routers", "build", "--base", setup.base,
                        *experts, *folders, "--out", final, "--overwrite"))  # fmt: skip
     return final
+
+
+PLACEMENT = {"limit": 64, "grid": 4, "samples": 2}
+"""``[routers.placement]`` defaults: the train prompts and lattice HoE-LoRA is measured on to place routers."""
+
+
+def _router_anchors(
+    setup: Setup, out: Path, bundle: Path, prompts: str, steps: list[Step]
+) -> list[tuple[str, str, list[str]]]:
+    """(name, --anchor, extra flags) per router. ``anchors = "auto"`` with ``count = K``: HoE-LoRA measured on
+    train prompts (``[routers.placement]``: limit, grid, samples) and ``hoe place-routers`` first, then router k
+    at ``--anchor auto:k`` of that placement."""
+    if setup.routers.get("anchors") != "auto":
+        if "count" in setup.routers or "placement" in setup.routers:
+            raise ConfigError("count and placement go with anchors = \"auto\".", field="[routers]",
+                              fix='Write anchors = "auto", or drop count and placement.')  # fmt: skip
+        return [
+            ("router-" + "-".join(f"{round(100 * w)}" for w in anchor.values()), _text(anchor), [])
+            for anchor in _anchors(setup, "routers")
+        ]
+    count = setup.routers.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"got {count!r}.", field="routers.count", value=count,
+                          fix='With anchors = "auto", give count = K, how many routers to place (e.g. 2).')  # fmt: skip
+    place = setup.routers.get("placement", {})
+    if not isinstance(place, dict) or set(place) - set(PLACEMENT):
+        raise ConfigError(f"got {place!r}.", field="routers.placement", value=place,
+                          fix=f"Give a table with some of {sorted(PLACEMENT)}.")  # fmt: skip
+    folder = out / "placement"
+    reference = {k: v for k, v in setup.evaluate.items() if k == "reference_point"}
+    steps.append(_step("HoE without routers on train prompts, to place the routers", "routers", "evaluate",
+                       "--model", bundle, "--methods", "hoe-lora", "--out", folder / "eval", *_objective_flags(setup),
+                       "--prompts", prompts, "--split", TRAIN, "--chat" if setup.chat else "--no-chat",
+                       *_flags({**PLACEMENT, **place, **reference}), "--no-progress"))  # fmt: skip
+    steps.append(_step(f"the {count} router anchors", "routers", "place-routers", "--model", bundle, "--results",
+                       folder / "eval", "--routers", count, "--out", folder / "placement.json"))  # fmt: skip
+    extra = ["--placement", str(folder / "placement.json")]
+    return [(f"placed-{k}", f"auto:{k}", extra) for k in range(1, count + 1)]
 
 
 def _anchors(setup: Setup, table: str) -> list[dict[str, float]]:

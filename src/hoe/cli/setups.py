@@ -38,9 +38,18 @@ def plan_setup(
     from hoe.setups import load_setup
 
     loaded = load_setup(setup)
-    typer.echo(f"# {loaded.name}: {loaded.about}".rstrip(": ") + "\nset -e")
-    for step in check(loaded, out):
-        typer.echo(f"\n# {step.what}\n{step.shell()}")
+    steps = check(loaded, out)  # before anything is printed: a refused set-up prints no script
+    typer.echo(comment(f"{loaded.name}: {loaded.about}".rstrip(": ")) + "\nset -e")
+    for step in steps:
+        typer.echo(f"\n{comment(step.what)}\n{step.shell()}")
+
+
+def comment(text: str) -> str:
+    """``text`` as one inert shell comment line: control characters (which :func:`hoe.setups.load_setup`
+    refuses already) are written escaped, never as themselves, so nothing can end the comment."""
+    from hoe.setups.config import escape_controls
+
+    return f"# {escape_controls(text)}"
 
 
 @setup_app.command("prompts")

@@ -24,13 +24,14 @@ Option tables use the commands' flag names with ``_`` for ``-`` (``max_new_token
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from hoe.errors import ConfigError
+from hoe.errors import ConfigError, FileKeyError
 
 SETUPS = {p.stem: p for p in sorted(Path(__file__).parent.glob("*.toml"))}
 """The shipped set-ups, by name."""
@@ -69,6 +70,7 @@ def load_setup(ref: str | Path) -> Setup:
         raise ConfigError(
             f"{path.name} is not valid TOML ({e}).", field="setup file", value=str(path), fix="Fix the file."
         ) from None
+    _check_text(data, path.name)
     known = {f.name for f in fields(Setup)} - {"source"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -86,10 +88,50 @@ def load_setup(ref: str | Path) -> Setup:
     for key, f in {f.name: f for f in fields(Setup)}.items():
         want = dict if "dict" in str(f.type) else (bool if f.type in (bool, "bool") else str)
         if key in data and not isinstance(data[key], want):
-            raise ConfigError(
+            raise FileKeyError(
                 f"{path.name}: {key} is a {type(data[key]).__name__}.",
                 field=key,
                 value=data[key],
                 fix=f"Write {key} as a {'table' if want is dict else want.__name__}.",
             )
     return Setup(**data, source=str(ref) if str(ref) in SETUPS else str(path))
+
+
+def _is_control(c: str) -> bool:
+    """C0, DEL and C1 controls, line and paragraph separators: what could end a comment or a line of the
+    shell script ``hoe setup plan`` prints."""
+    return unicodedata.category(c) in ("Cc", "Zl", "Zp")
+
+
+def control_characters(text: str) -> list[str]:
+    """The control characters in ``text``, escaped (``\\n``), each once."""
+    return sorted({repr(c)[1:-1] for c in text if _is_control(c)})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written escaped (``a\\nb``), so it stays on one line."""
+    return "".join(repr(c)[1:-1] if _is_control(c) else c for c in text)
+
+
+def _check_text(value: Any, file: str, key: str = "") -> None:
+    """Refuse a control character in any key or string value of the set-up, naming its dotted key."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{key}.{k}" if key else str(k)
+            if control_characters(str(k)):
+                raise FileKeyError(
+                    f"{file}: the key {str(k)!r} holds the control character(s) {control_characters(str(k))}.",
+                    field=key or "setup file",
+                    fix="Write keys on one line, without control characters.",
+                )
+            _check_text(v, file, where)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, file, f"{key}[{i}]")
+    elif isinstance(value, str) and control_characters(value):
+        raise FileKeyError(
+            f"{file}: holds the control character(s) {control_characters(value)}.",
+            field=key,
+            value=value,
+            fix="Write the value on one line, without control characters.",
+        )

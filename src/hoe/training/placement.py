@@ -292,3 +292,18 @@ def next_anchor(placement: dict, manifest: dict) -> dict:
         value="auto",
         fix="Pass an anchor, or place more routers (hoe place-routers --routers K).",
     )
+
+
+def nth_anchor(placement: dict, spec: str) -> dict:
+    """``auto:K`` -> the K-th pick (1-based) of ``placement``; errors name ``anchor``."""
+    text = spec.partition(":")[2]
+    picks = placement["chosen"]
+    k = int(text) if text.isdigit() else 0
+    if not 1 <= k <= len(picks):
+        raise ConfigError(
+            f"got {spec!r}, and the placement chose {len(picks)} anchor(s).",
+            field="anchor",
+            value=spec,
+            fix=f"Write auto (the next free pick) or auto:K with K from 1 to {len(picks)}.",
+        )
+    return picks[k - 1]

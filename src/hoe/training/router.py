@@ -132,8 +132,10 @@ def _minibatches_fit(c: Any) -> HoEError | None:
 
 
 def _auto_needs_placement(c: Any) -> HoEError | None:
-    if c.anchor == "auto" and not c.placement:
-        return bad_value("anchor", "auto", "Pass --placement (hoe place-routers' placement.json) with auto.")
+    if isinstance(c.anchor, str) and c.anchor.startswith("auto") and not c.placement:
+        return bad_value(
+            "anchor", c.anchor, "Pass --placement (hoe place-routers' placement.json) with auto."
+        )
     return None
 
 

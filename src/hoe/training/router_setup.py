@@ -190,17 +190,21 @@ def _is_vertex(anchor: dict[str, float], objective: str) -> bool:
 
 
 def resolve_anchor(config: RouterConfig) -> tuple[RouterConfig, dict | None]:
-    """``--anchor auto``: the next pick of ``--placement`` (:func:`hoe.training.placement.next_anchor`), named
-    after it unless ``--name`` is given. Returns the config with the anchor written out, and the pick."""
+    """``--anchor auto``: the next pick of ``--placement`` that the bundle has no router at
+    (:func:`hoe.training.placement.next_anchor`); ``auto:K``: its K-th pick. Named after the pick unless
+    ``--name`` is given. Returns the config with the anchor written out, and the pick."""
     import dataclasses
 
     from hoe.model.bundle import read_manifest
-    from hoe.training.placement import next_anchor, read_placement
+    from hoe.training.placement import next_anchor, nth_anchor, read_placement
 
-    if config.anchor != "auto":
+    if not str(config.anchor).startswith("auto"):
         return config, None
     manifest = read_manifest(config.model)
-    pick = next_anchor(read_placement(config.placement), manifest)
+    placement = read_placement(config.placement)
+    pick = (
+        next_anchor(placement, manifest) if config.anchor == "auto" else nth_anchor(placement, config.anchor)
+    )
     anchor = ",".join(f"{n}={v}" for n, v in zip(manifest["objectives"], pick["anchor"]))
     return dataclasses.replace(config, anchor=anchor, name=config.name or pick["name"]), pick
 
