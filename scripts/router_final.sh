@@ -5,8 +5,9 @@
 #             (runs/study/compare/results.json), ties by the order of the study
 #   train     the placement's next picks with it, each on the bundle of the previous (--anchor auto)
 #   eval      on smol:eval (147 prompts, grid 1/4, 2 samples, the make-results protocol): the final bundle's
-#             hoe and hoe-lora; the make-demo bundle's hoe (today's three routers); 3 LoRA experts alone
+#             hoe and hoe-lora; the make-demo bundle's hoe (today's three routers)
 #   apart     the routers at their anchors on the apart prompts (32, written apart from smol), 4 samples
+#   lora3     the same protocol for the 3 single-objective LoRA experts alone
 #   ablation  hoe ablation -> results/smol3-ablation/
 # Usage: scripts/router_final.sh [STAGE...]
 set -euo pipefail
@@ -57,6 +58,9 @@ stage_eval() {
   $HOE evaluate --model $F/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/final
   mkdir -p $F/eval/today/points && cp -rn $F/eval/final/points/hoe-lora $F/eval/today/points/ 2>/dev/null || true
   $HOE evaluate --model runs/demo/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/today
+}
+
+stage_lora3() {
   # another set of experts, so no point is shared (even the vertices' keys name the bundle's experts)
   $HOE evaluate --model $S/lora3 --methods hoe-lora "${PROTOCOL[@]}" --out $F/eval/lora3
 }
@@ -80,5 +84,5 @@ stage_ablation() {
 }
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(choose train eval apart ablation)
+[ ${#stages[@]} -gt 0 ] || stages=(choose train eval apart lora3 ablation)
 for s in "${stages[@]}"; do echo "== $s"; "stage_$s"; done

@@ -26,7 +26,10 @@ class Prompt:
 FORMAT_FIX = 'Write one JSON object per line, e.g. {"prompt": "How are you?"}.'
 
 
-BUILTIN_PROMPTS = {"smol": Path(__file__).with_name("smol.jsonl"), "apart": Path(__file__).with_name("apart.jsonl")}
+BUILTIN_PROMPTS = {
+    "smol": Path(__file__).with_name("smol.jsonl"),
+    "apart": Path(__file__).with_name("apart.jsonl"),
+}
 """Prompt sets shipped inside the package, by name: ``smol`` (712 chatterbot-corpus prompts, ``train`` / ``eval``)
 and ``apart`` (32 longer requests on other topics -- cooking, travel, code, health, money, history, science,
 work -- written apart from the smol set, never trained on: a check that a router's gain is not the smol
