@@ -180,7 +180,7 @@ def ablation(
     """``hoe ablation``: compare the rows ``specs`` (``LABEL=FOLDER:METHOD``), write ``out``/results.json and
     results.md (each whole or not at all), return the result."""
     from hoe.evaluation.evaluate import reference_point
-    from hoe.io.atomic import atomic_file, output_path
+    from hoe.io.atomic import atomic_file, output_path, refuse_inputs
     from hoe.objectives.base import split_name
     from hoe.provenance import command_line
 
@@ -190,6 +190,7 @@ def ablation(
     labels = [p[0] for p in parsed]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"got the labels {labels}.", field="row", fix="Give every row its own label.")
+    refuse_inputs(out, {"row": [folder for _, folder, _ in parsed]})  # before anything is read
     rows = [load_row(label, folder, method) for label, folder, method in parsed]
     objectives = list(rows[0].protocol["objective"])
     names = [split_name(o)[0] for o in objectives]

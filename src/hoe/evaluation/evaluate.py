@@ -31,7 +31,7 @@ from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
 from hoe.evaluation.models import Models, bundle_digest, digest, open_tuned_models, tuned_refs
 from hoe.evaluation.sweep import Plan, load_finished, run_sweep
 from hoe.experts.extract import DTYPES
-from hoe.io.atomic import atomic_file, output_path
+from hoe.io.atomic import Inputs, atomic_file, output_path, refuse_inputs
 from hoe.validation import at_least, non_empty, one_of, validate, whole_at_least
 
 Preference = str | dict[str, float] | list[float]
@@ -162,11 +162,15 @@ def _check_inputs(config: EvaluateConfig) -> _Inputs:
     raise_all(errors)
     prompts = [p.text for p in prompts][: config.limit]
     device = resolve_device(config.device)
-    soup = None
+    refs = None
     if any("tuned" in METHODS[m].depends for m in config.methods):
         refs = tuned_refs(Path(config.model), manifest, config.tuned)
-        soup = open_tuned_models(bundle_base(manifest["base"], Path(config.model)), refs)
-    out = _check_out(config.out)
+    base = bundle_base(manifest["base"], Path(config.model))
+    tuned = [str(r) for r in (refs or dict(config.tuned or {})).values()]
+    out = _check_out(
+        config.out, {"model": config.model, "base": base, "tuned": tuned, "prompts": config.prompts}
+    )
+    soup = None if refs is None else open_tuned_models(base, refs)
     return _Inputs(manifest, specs, ref, grid, prompts, device, soup, out)
 
 
@@ -230,8 +234,10 @@ def _unused_tuned(config: EvaluateConfig) -> HoEError | None:
     return None
 
 
-def _check_out(out: str) -> Path:
-    """A new folder, or one this command wrote (it holds ``points/`` or ``results.json``)."""
+def _check_out(out: str, inputs: Inputs) -> Path:
+    """A new folder, or one this command wrote (it holds ``points/`` or ``results.json``), apart from the
+    ``inputs``."""
+    refuse_inputs(out, inputs)
     path = output_path(out, "out", replaced=False)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{out!r} is a file.", field="out", value=out, fix="Pass a folder.")

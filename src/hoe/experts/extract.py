@@ -51,7 +51,7 @@ def extract(
     out_dtype = parse_dtype(dtype)
     if sparsity is not None:
         validate_sparsity(sparsity)
-    check_children(out, tuned, overwrite)
+    check_children(out, tuned, overwrite, inputs={"tuned": list(tuned.values()), "base": base})
     base_ckpt = Checkpoint(resolve_model_dir(base, field="base"), field="base")
     skeleton = skeleton_from_config(base_ckpt.config())
     all_linear = linear_modules(skeleton)

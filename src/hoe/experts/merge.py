@@ -52,7 +52,7 @@ def merge(
     rank = validate_rank(rank)
     svd = validate_svd(svd, rank)
     out_dtype = parse_dtype(dtype)
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, inputs={"expert": list(expert.values())})
     weights = {name: read_adapter(Path(folder), field="expert") for name, folder in expert.items()}
     modules = _module_union(weights)
     check_rank_fits(rank, list(modules.values()))

@@ -22,7 +22,7 @@ import signal
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,10 +81,48 @@ def output_path(out: str | Path, field: str = "out", replaced: bool = True) -> P
     return path
 
 
-def check_output_dir(out: str | Path, overwrite: bool = False, field: str = "out") -> Path:
-    """Refuse an unwritable ``out``, a file, or an existing non-empty folder unless ``overwrite``; return the
-    absolute path. Call it before any slow work. Temporaries that killed runs left beside ``out`` are cleaned
-    first (and an old copy put back), so the check sees what is really there."""
+Inputs = Mapping[str, object]
+"""A command's inputs by field (``{"model": "B", "expert": ["E/a", "E/b"]}``): paths, lists of paths, or
+anything else (a hub id, None), which is ignored unless it names an existing local file or folder."""
+
+
+def refuse_inputs(out: str | Path, inputs: Inputs, field: str = "out") -> None:
+    """Refuse an output that is, contains or lies inside an input (of any field of ``inputs``): writing it,
+    or replacing it with ``--overwrite``, would change or destroy what the command reads. Call it before
+    anything loads. ``a/b`` and ``a/./b/../b`` are the same path; symbolic links are followed."""
+    target = Path(os.path.normpath(Path(out).expanduser().absolute())).resolve()
+    for name, value in inputs.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, (str, Path)) or not str(item).strip():
+                continue
+            source = Path(item).expanduser()
+            if not source.exists():
+                continue  # a hub id or a built-in name, not a local input
+            source = source.resolve()
+            if target == source:
+                how = "is"
+            elif source in target.parents:
+                how = "lies inside"
+            elif target in source.parents:
+                how = "holds"
+            else:
+                continue
+            raise OutputPathError(
+                f"{str(out)!r} {how} the input {str(item)!r} (--{name.replace('_', '-')}), which is never modified.",
+                field=field,
+                value=str(out),
+                fix="Pass a new folder outside every input.",
+            )
+
+
+def check_output_dir(
+    out: str | Path, overwrite: bool = False, field: str = "out", inputs: Inputs | None = None
+) -> Path:
+    """Refuse an unwritable ``out``, a file, an existing non-empty folder unless ``overwrite``, or an ``out``
+    that is, holds or lies inside one of the ``inputs`` (:func:`refuse_inputs`); return the absolute path. Call
+    it before any slow work. Temporaries that killed runs left beside ``out`` are cleaned first (and an old
+    copy put back), so the check sees what is really there."""
+    refuse_inputs(out, inputs or {}, field)
     path = output_path(out, field)
     clean_stale(path)
     if path.exists() and not path.is_dir():
@@ -100,12 +138,19 @@ def check_output_dir(out: str | Path, overwrite: bool = False, field: str = "out
 
 
 def check_children(
-    out: str | Path, names: Iterable[str], overwrite: bool = False, field: str = "out"
+    out: str | Path,
+    names: Iterable[str],
+    overwrite: bool = False,
+    field: str = "out",
+    inputs: Inputs | None = None,
 ) -> Path:
     """Like :func:`check_output_dir` for the named sub-folders of ``out``: only they must be new (or
-    ``overwrite``); other contents of ``out`` are never touched, so ``out`` may be the current folder."""
+    ``overwrite``) and apart from the ``inputs``; other contents of ``out`` are never touched, so ``out`` may
+    be the current folder (or a folder that holds inputs besides the children)."""
     path = output_path(out, field, replaced=False)
     names = list(names)
+    for name in names:
+        refuse_inputs(path / name, inputs or {}, field)
     for name in names:
         clean_stale(path / name)
     if path.exists() and not path.is_dir():

@@ -51,7 +51,8 @@ def build(
             value=unknown,
             fix=f"Give anchors only to the experts {list(expert)}.",
         )
-    check_output_dir(out, overwrite)
+    inputs = {"expert": list(expert.values()), "base": base, "router_from": list(trained_routers)}
+    check_output_dir(out, overwrite, inputs=inputs)
     records = {name: read_record(folder, "expert") or {} for name, folder in expert.items()}
     objectives = [n for n in expert if n not in anchors and records[n].get("kind") != "merged"]
     if len(objectives) < 2:

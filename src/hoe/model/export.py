@@ -50,14 +50,14 @@ def export(
     lam = to_simplex(preference, names)
     if dtype is not None and dtype not in DTYPES:
         raise bad_value("dtype", dtype, f"Choose among {list(DTYPES)}.")
-    check_output_dir(out, overwrite, "out")  # before anything loads
+    base_ref = bundle_base(manifest["base"], folder)
+    check_output_dir(out, overwrite, "out", {"model": folder, "base": base_ref})  # before anything loads
     experts, routers = manifest["experts"], manifest["routers"]
     anchor = lambda item: [float(item["anchor"].get(o, 0.0)) for o in names]  # noqa: E731
     weights = PreferenceRouting(np.array([anchor(e) for e in experts])).weights(
         lam.numpy()
     )  # HoE without routers
     _warn_if_routed(experts, routers, anchor, lam)
-    base_ref = bundle_base(manifest["base"], folder)
     base = load_base_model(base_ref, DTYPES[dtype] if dtype else _checkpoint_dtype(base_ref))
     # only the experts' adapters are read: one base model in memory, merged in place
     merge_into(

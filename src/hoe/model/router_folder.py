@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hoe.errors import CheckpointError, ConfigError
-from hoe.io.atomic import atomic_output_dir
+from hoe.io.atomic import atomic_output_dir, refuse_inputs
 from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import HoEModel
 
@@ -48,6 +48,7 @@ def save_router(
     from hoe.model.bundle import ROUTERS_FILE, read_manifest
 
     folder = Path(model)
+    refuse_inputs(out, {"model": folder})
     manifest = read_manifest(folder)
     names = [r["name"] for r in manifest.get("routers", [])]
     if name not in names:

@@ -156,7 +156,9 @@ def setup(config: ExpertConfig) -> Run:
     from hoe.backbones import load_causal_lm
     from hoe.data.prompts import load_prompts
 
-    folder = RunFolder.open(config.out, config.resume, config.overwrite)
+    folder = RunFolder.open(
+        config.out, config.resume, config.overwrite, inputs={"base": config.base, "prompts": config.prompts}
+    )
     device = resolve_device(config.device)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
     model, tokenizer = load_causal_lm(config.base, DTYPES[config.base_dtype])

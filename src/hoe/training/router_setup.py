@@ -9,7 +9,6 @@ Only rank 0 claims the partial folder, after every rank has checked it.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -216,8 +215,8 @@ def setup(config: RouterConfig) -> RouterRun:
     config, placed = resolve_anchor(config)
     manifest, lam, specs = check_against_bundle(config)
     target = parse_target(config.target_point, manifest["objectives"])
-    _check_out_is_new(config)
-    folder = RunFolder.open(config.out, config.resume, config.overwrite)
+    inputs = {"model": config.model, "prompts": config.prompts, "placement": config.placement}
+    folder = RunFolder.open(config.out, config.resume, config.overwrite, inputs=inputs)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
     dist = Dist.from_env(config.device)
     try:
@@ -243,16 +242,6 @@ def setup(config: RouterConfig) -> RouterRun:
         dist.close()
         raise
     return run
-
-
-def _check_out_is_new(config: RouterConfig) -> None:
-    if Path(config.out).expanduser().resolve() == Path(config.model).expanduser().resolve():
-        raise ConfigError(
-            "is the input bundle, which is never modified.",
-            field="out",
-            value=config.out,
-            fix="Pass a new folder for the bundle with the router.",
-        )
 
 
 def _build(

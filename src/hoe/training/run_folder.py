@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hoe.errors import OutputExistsError
-from hoe.io.atomic import clean_stale, note, output_path, process_alive, publish
+from hoe.io.atomic import Inputs, clean_stale, note, output_path, process_alive, publish, refuse_inputs
 from hoe.training.checkpoint import list_checkpoints
 
 OWNER = "owner.json"
@@ -36,8 +36,12 @@ class RunFolder:
         return self.work / "checkpoints"
 
     @classmethod
-    def open(cls, out: str | Path, resume: bool, overwrite: bool, field: str = "out") -> RunFolder:
-        """Check ``out`` and pick the checkpoint to resume from; creates nothing (call :meth:`start`)."""
+    def open(
+        cls, out: str | Path, resume: bool, overwrite: bool, field: str = "out", inputs: Inputs | None = None
+    ) -> RunFolder:
+        """Check ``out`` (apart from the run's ``inputs``, :func:`~hoe.io.atomic.refuse_inputs`) and pick the
+        checkpoint to resume from; creates nothing (call :meth:`start`)."""
+        refuse_inputs(out, inputs or {}, field)
         final = output_path(out, field)
         clean_stale(final)
         work = final.parent / f".{final.name}.partial"
