@@ -193,3 +193,37 @@ def test_help_shows_the_syntax(capsys):
     assert "--max-new-tokens <int> Most tokens generated per prompt" in out, out
     assert "--base <str> Base model to load the bundle on" in out, out
     assert "--truncate / --no-truncate Keep only the last tokens" in out, out
+
+
+# ----- numbers beyond what torch takes (issue 24, item 8): exit 2 naming the flag, not a traceback ----------------
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1", str(2**63)])
+def test_a_seed_out_of_range_is_refused_before_loading(tiny, capsys, seed):
+    before = snapshot(tiny.baseless)
+    code, err = generate(capsys, tiny.baseless, *PREF, "--seed", seed, "hi")
+    assert_refused(code, err, "--seed")
+    assert "2**63" in err and "--base" not in err, err
+    assert snapshot(tiny.baseless) == before
+
+
+def test_the_largest_seed_still_samples(loaded):
+    from hoe.model.generation import MAX_SEED, generate_text
+
+    model, tokenizer = loaded
+    out = generate_text(model, tokenizer, ["hi", "yo"], "0.5,0.5", max_new_tokens=2, seed=MAX_SEED - 1)
+    assert len(out) == 2
+    with pytest.raises(ConfigError, match="^seed: got"):
+        generate_text(model, tokenizer, ["hi", "yo"], "0.5,0.5", max_new_tokens=2, seed=MAX_SEED)
+
+
+def test_evaluate_seed_out_of_range_is_refused_before_loading(tiny, capsys, tmp_path):
+    code, err = cli(capsys, "evaluate", "--model", tiny.baseless, "--seed", "99999999999999999999999",
+                    "--out", tmp_path / "e")  # fmt: skip
+    assert_refused(code, err, "--seed")
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(("args", "flag"), [(["--port", "70000"], "--port"), (["--port", "-1"], "--port"),
+                                            (["--timeout", "inf"], "--timeout"), (["--timeout", "nan"], "--timeout")])  # fmt: skip
+def test_serve_start_up_numbers_are_refused_before_loading(tiny, capsys, args, flag):
+    code, err = cli(capsys, "serve", "--model", tiny.baseless, *args)
+    assert_refused(code, err, flag)

@@ -44,10 +44,15 @@ def serve(
             raise ConfigError(
                 f"must be >= 1, got {value}.", field=flag, value=value, fix="Pass a positive number."
             )
-    if not timeout > 0:
+    if not 0 < timeout < float("inf"):
         raise ConfigError(
-            f"must be > 0, got {timeout}.", field="timeout", value=timeout, fix="Pass seconds > 0."
+            f"must be > 0 and finite, got {timeout}.", field="timeout", value=timeout, fix="Pass seconds > 0."
         )
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"must be a TCP port from 0 to 65535, got {port}.", field="port", value=port,
+            fix="Pass a port such as 8000 (0: any free port).",
+        )  # fmt: skip
     limits = Limits(max_tokens, max_prompt_tokens, max_concurrent=max_concurrent, max_body_bytes=max_body_bytes,
                     timeout_s=timeout, max_batch_rows=max_batch_rows)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

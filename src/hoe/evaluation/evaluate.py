@@ -23,6 +23,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -93,6 +94,19 @@ def _limit(c: EvaluateConfig) -> HoEError | None:
     return None if c.limit is None else whole_at_least("limit", 1, "a number of prompts")(c)
 
 
+SEED_ROOM = 2**32
+"""Room above ``seed`` for the per-sample, per-prompt offsets s·n + i (over four billion responses)."""
+
+
+def _seed_fits(c: Any) -> HoEError | None:
+    seed = c.seed
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed > 2**63 - 1 - SEED_ROOM:
+        return bad_value(
+            "seed", seed, "Pass a seed from 0 to 2**63 - 2**32 - 1 (samples are seeded seed + s·n + i)."
+        )
+    return None
+
+
 _CHECKS = [
     non_empty("model", "the bundle to evaluate"),
     non_empty("out", "the folder for the results"),
@@ -104,6 +118,7 @@ _CHECKS = [
     whole_at_least("max_new_tokens", 1, "a number of tokens"),
     at_least("temperature", 0, "a temperature (0 decodes greedily)"),
     whole_at_least("seed", 0, "a seed"),
+    _seed_fits,
     whole_at_least("batch_size", 1, "a number of prompts per batch"),
     whole_at_least("bootstrap", 1, "a number of bootstrap resamples"),
     one_of("dtype", list(DTYPES)),

@@ -58,6 +58,8 @@ def generate(
 
     to_simplex_batch(preference, read_manifest(Path(model))["objectives"], len(prompts))
     check_generation_options(max_new_tokens, temperature)
+    if seed is not None:
+        _row_seeds(seed, len(prompts))  # checked before the model loads
     hoe_model = HoEModel.from_pretrained(model, base=base, device=resolve_device(device))
     tokenizer = load_tokenizer(hoe_model.base_ref)
     return generate_text(
@@ -249,8 +251,18 @@ def _check_not_empty(lengths: list[int], chat: bool) -> None:
         )
 
 
+MAX_SEED = 2**63 - 1
+"""The largest seed of a row: torch's generators take 64-bit seeds, and the server's ``seed`` has this bound."""
+
+
 def _row_seeds(seed: int | Sequence[int], n: int) -> list[int]:
     if _is_int(seed):
+        if not 0 <= int(seed) <= MAX_SEED - max(n - 1, 0):  # prompt i gets seed + i
+            raise bad_value(
+                "seed",
+                seed,
+                f"Pass a whole number from 0 to 2**63 - 1 - {max(n - 1, 0)} (prompt i uses seed + i).",
+            )
         return [int(seed) + i for i in range(n)]
     if isinstance(seed, (str, bytes, bool)) or not hasattr(seed, "__iter__"):
         raise bad_value("seed", seed, "Pass an int, one int per prompt, or None.")
@@ -258,6 +270,8 @@ def _row_seeds(seed: int | Sequence[int], n: int) -> list[int]:
         seeds = [_whole(s) for s in seed]
     except TypeError:
         raise bad_value("seed", list(seed), "Seeds must be whole numbers.") from None
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise bad_value("seed", _short(seeds), "Pass whole numbers from 0 to 2**63 - 1.")
     if len(seeds) != n:
         raise ConfigError(
             f"{len(seeds)} seeds for {n} prompts.",
