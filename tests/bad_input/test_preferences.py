@@ -7,6 +7,8 @@ The bundle has two objectives (helpful, harmless), so a valid text needs two wei
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -157,9 +159,9 @@ def test_generate_at_huge_weights_equals_the_same_direction(tiny, capsys):
 
 
 def test_build_with_a_huge_anchor_loads(tiny, capsys, tmp_path):
-    out = tmp_path / "out"
+    out, mid = tmp_path / "out", shutil.copytree(tiny.helpful, tmp_path / "mid")
     code, err = cli(capsys, "build", "--base", tiny.base, *experts_args(tiny),
-                    "--expert", f"mid={tiny.helpful}@1e308,1e308", "--out", out)  # fmt: skip
+                    "--expert", f"mid={mid}@1e308,1e308", "--out", out)  # fmt: skip
     assert code == 0, err
     model = HoEModel.from_pretrained(out)
     assert [e.anchor for e in model.experts][-1] == pytest.approx((0.5, 0.5))

@@ -13,6 +13,7 @@ from hoe.io.adapters import read_adapter, read_record
 from hoe.io.atomic import check_output_dir
 from hoe.model.bundle import load_base_model, stored_base
 from hoe.model.hoe_model import ExpertSpec, HoEModel
+from hoe.model.router import warn_if_on_an_expert
 from hoe.model.router_folder import attach_router, read_router
 from hoe.preference import PreferenceLike, to_simplex
 
@@ -63,9 +64,12 @@ def build(
             fix="Pass one expert without an anchor per objective.",
         )
     specs = [_spec(name, anchors, records[name], objectives) for name in expert]
+    _refuse_shared(expert, specs)
     for folder in trained_routers:
         read_router(folder)  # a bad folder fails before the base model loads
     router_anchors = {n: _anchor(a, objectives, "router", n) for n, a in (routers or {}).items()}
+    for name, anchor in router_anchors.items():
+        warn_if_on_an_expert(name, anchor, {s.name: s.anchor for s in specs})
     weights = [read_adapter(folder, "expert") for folder in expert.values()]
     base_ref = stored_base(base)
     model = HoEModel(load_base_model(base_ref, dtype), objectives, specs, weights, base_ref)
@@ -74,6 +78,34 @@ def build(
     for name, anchor in router_anchors.items():
         model.add_router(name, anchor)
     return model.save_pretrained(out, overwrite)
+
+
+def _refuse_shared(expert: Mapping[str, str | Path], specs: list[ExpertSpec]) -> None:
+    """Two experts at one anchor (preference routing would always give the second weight 0) or one folder
+    under two names (one model counted as two objectives) are refused, naming both."""
+    seen: dict[tuple[float, ...], str] = {}
+    for spec in specs:
+        key = tuple(round(a, 9) for a in spec.anchor)
+        if key in seen:
+            raise ConfigError(
+                f"the experts {seen[key]!r} and {spec.name!r} sit at the same anchor {list(key)}; preference "
+                f"routing would always give {spec.name!r} weight 0.",
+                field="expert",
+                value=[seen[key], spec.name],
+                fix="Keep one of them, or give the merged one another anchor (NAME=DIR@PREFERENCE).",
+            )
+        seen[key] = spec.name
+    folders: dict[Path, str] = {}
+    for name, folder in expert.items():
+        real = Path(folder).expanduser().resolve()
+        if real in folders:
+            raise ConfigError(
+                f"the folder {str(folder)!r} is given as both {folders[real]!r} and {name!r}.",
+                field="expert",
+                value=[folders[real], name],
+                fix="Pass each expert's own adapter folder once.",
+            )
+        folders[real] = name
 
 
 def _spec(

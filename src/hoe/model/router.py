@@ -59,3 +59,25 @@ def mixture_bias(mixture: torch.Tensor, active: torch.Tensor, floor: float = 1e-
         raise ValueError("the mixture gives no weight to the router's active experts")
     b = (m / total).clamp_min(floor).log()
     return torch.where(active, b, torch.zeros_like(b)).float()
+
+
+def warn_if_on_an_expert(router: str, anchor, experts: dict[str, object]) -> None:
+    """Warn when router ``router``'s anchor (N,) is a LoRA expert's (``experts``: name -> anchor): preference
+    routing prefers routers at a shared anchor, so the router takes all the weight there and the expert
+    is reached only through the router's mixture."""
+    import warnings
+
+    from hoe.errors import HoEWarning
+
+    a = torch.as_tensor(anchor, dtype=torch.float64)
+    for name, other in experts.items():
+        b = torch.as_tensor(other, dtype=torch.float64)
+        if torch.allclose(a / a.sum(), b / b.sum(), atol=1e-9):
+            warnings.warn(
+                HoEWarning(
+                    f"router {router!r} sits at the anchor of the LoRA expert {name!r}: there the router wins "
+                    "(preference routing prefers routers at a shared anchor), and the expert is reached only "
+                    "through the router's mixture."
+                ),
+                stacklevel=3,
+            )

@@ -71,6 +71,7 @@ def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list
         errors.append(e)
     if lam is not None:
         errors.append(_router_place_error(config, manifest, lam))
+        errors.append(_name_error(config, lam))
         errors.append(_target_error(config, names))
         errors.append(_reference_point_error(config, names, specs))
     errors.extend(_vertex_errors(config, manifest))
@@ -83,9 +84,27 @@ def router_name(config: RouterConfig, lam: torch.Tensor) -> str:
     return config.name or "router-" + "-".join(f"{a:.2f}" for a in lam.tolist())
 
 
+def _name_error(config: RouterConfig, lam: torch.Tensor) -> HoEError | None:
+    """The router's name must be usable as a folder name (save-router writes it as one): checked first, not
+    after minutes of training."""
+    from hoe.experts.extract import validate_names
+
+    try:
+        validate_names({router_name(config, lam): None}, "name")
+    except ConfigError as e:
+        return e
+    return None
+
+
 def _router_place_error(config: RouterConfig, manifest: dict, lam: torch.Tensor) -> HoEError | None:
+    from hoe.model.router import warn_if_on_an_expert
+
     routers = manifest.get("routers", [])
     name = router_name(config, lam)
+    objectives = manifest["objectives"]
+    warn_if_on_an_expert(
+        name, lam, {e["name"]: [e["anchor"].get(o, 0.0) for o in objectives] for e in manifest["experts"]}
+    )
     if any(r["name"] == name for r in routers):
         return ConfigError(
             f"the bundle has a router named {name!r} already.",
