@@ -227,3 +227,15 @@ def test_evaluate_seed_out_of_range_is_refused_before_loading(tiny, capsys, tmp_
 def test_serve_start_up_numbers_are_refused_before_loading(tiny, capsys, args, flag):
     code, err = cli(capsys, "serve", "--model", tiny.baseless, *args)
     assert_refused(code, err, flag)
+
+
+def test_evaluate_does_not_suggest_a_truncation_it_has_not(loaded):
+    from hoe.model.generation import prepare_batch
+
+    model, tokenizer = loaded
+    long = "word " * 4000
+    with pytest.raises(ConfigError) as e:
+        prepare_batch(model, tokenizer, [long], False, 8, None)  # what hoe evaluate asks for
+    assert "truncation" not in str(e.value) and "fewer new tokens" in str(e.value)
+    with pytest.raises(ConfigError, match="allow truncation"):
+        prepare_batch(model, tokenizer, [long], False, 8, False)  # generate offers --truncate

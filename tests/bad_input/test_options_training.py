@@ -45,3 +45,13 @@ def test_refused_before_anything_is_written(lm, tmp_path, capsys, extra, flags):
     assert_refused(code, err, flags[0])
     assert all(f in err for f in flags), err
     assert snapshot(tmp_path) == before
+
+
+def test_router_minibatches_follow_a_small_batch():
+    """Issue 24, item 11: the default of 4 minibatches refused --batch-size 2; it now follows the batch."""
+    from hoe.training.router import RouterConfig
+
+    assert RouterConfig(model="b", anchor="0.5,0.5", out="o", batch_size=2).minibatches == 2
+    assert RouterConfig(model="b", anchor="0.5,0.5", out="o").minibatches == 4  # the authors' default
+    with pytest.raises(Exception, match="^minibatches: got 3"):
+        RouterConfig(model="b", anchor="0.5,0.5", out="o", batch_size=2, minibatches=3)

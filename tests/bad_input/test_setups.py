@@ -52,3 +52,14 @@ def test_the_printed_plan_runs_no_line_it_was_not_meant_to(tmp_path, capsys):
     # every line is a comment, blank, `set -e` or a hoe command: bash -n parses it and nothing else is run
     assert all(line == "" or line.startswith(("# ", "hoe ", "set -e")) for line in script.splitlines())
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("objectives", ["[objectives]\n", '[objectives]\nrelevance = "relevance"\n'])
+def test_too_few_objectives_are_named_as_such(tmp_path, capsys, objectives):
+    start = SMOL3.index("[objectives]")
+    end = SMOL3.index("[prompts]")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMOL3[:start] + objectives + "\n" + SMOL3[end:])
+    code, err = cli(capsys, "setup", "check", bad)
+    assert_refused(code, err, "error: objectives: bad.toml: [objectives] names")
+    assert "merge.anchors" not in err

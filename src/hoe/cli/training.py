@@ -162,7 +162,8 @@ def train_router(
     ),
     ppo_epochs: int = _router_option("ppo_epochs", help="PPO epochs over each step's batch."),
     minibatches: int = _router_option(
-        "minibatches", help="Optimizer steps per PPO epoch (the batch split in as many)."
+        "minibatches",
+        help="Optimizer steps per PPO epoch (the batch split in as many; default 4, at most the batch size).",
     ),
     micro_batch: int = _router_option(
         "micro_batch", help="Rows per forward pass (memory only; no effect on results)."

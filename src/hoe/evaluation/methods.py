@@ -101,8 +101,8 @@ class Method:
         every method), and the number of new tokens."""
         d = self.decoding
         batch = prepare_batch(
-            self.sizing_model(lam), self.tokenizer, prompts, d.chat, d.max_new_tokens, False
-        )
+            self.sizing_model(lam), self.tokenizer, prompts, d.chat, d.max_new_tokens, None
+        )  # None: evaluate offers no truncation, so its error does not suggest one
         new_ids = self.sample(batch, lam, seeds)
         texts = self.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         return Responses(texts, int(response_lengths(new_ids, self.eos_ids).sum()))

@@ -98,7 +98,12 @@ def generate_text(
 
 
 def prepare_batch(
-    model: torch.nn.Module, tokenizer, prompts: Sequence[str], chat: bool, max_new_tokens: int, truncate: bool
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[str],
+    chat: bool,
+    max_new_tokens: int,
+    truncate: bool | None,
 ):
     """The left-padded batch of ``prompts`` (chat template if ``chat``), fitted to the model's context
     (:func:`fit_context`), on the model's device."""
@@ -206,8 +211,9 @@ def context_length(model: torch.nn.Module, tokenizer) -> int | None:
     return min(known) if known else None
 
 
-def fit_context(batch, limit: int | None, max_new_tokens: int, chat: bool, truncate: bool):
+def fit_context(batch, limit: int | None, max_new_tokens: int, chat: bool, truncate: bool | None):
     """Refuse (or, with ``truncate``, cut to their last tokens) prompts that leave no room for the new tokens.
+    ``truncate=None``: refuse, and do not suggest truncation (the caller offers none, e.g. ``hoe evaluate``).
 
     ``batch`` is left-padded, so its last ``keep`` columns hold every row's last ``keep`` tokens.
     """
@@ -230,7 +236,12 @@ def fit_context(batch, limit: int | None, max_new_tokens: int, chat: bool, trunc
             f"context of {limit} tokens.",
             field="prompts",
             value=f"<{lengths[i]} tokens>",
-            fix=f"Shorten it to at most {keep} tokens, or allow truncation (keeps its last tokens).",
+            fix=f"Shorten it to at most {keep} tokens, "
+            + (
+                "or ask for fewer new tokens."
+                if truncate is None
+                else "or allow truncation (keeps its last tokens)."
+            ),
         )
     return type(batch)({k: v[:, -keep:] for k, v in batch.items()})
 

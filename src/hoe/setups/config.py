@@ -94,6 +94,13 @@ def load_setup(ref: str | Path) -> Setup:
                 value=data[key],
                 fix=f"Write {key} as a {'table' if want is dict else want.__name__}.",
             )
+    if len(data["objectives"]) < 2:
+        raise FileKeyError(
+            f"{path.name}: [objectives] names {len(data['objectives'])} objective(s).",
+            field="objectives",
+            value=data["objectives"],
+            fix='Name at least two, one per line: NAME = SPEC (e.g. relevance = "relevance").',
+        )
     return Setup(**data, source=str(ref) if str(ref) in SETUPS else str(path))
 
 

@@ -72,7 +72,7 @@ class RouterConfig:
     lr: float = 1e-5
     value_lr: float | None = None  # default: lr
     ppo_epochs: int = 4
-    minibatches: int = 4  # optimizer steps per PPO epoch
+    minibatches: int | None = None  # optimizer steps per PPO epoch; default min(4, batch_size)
     micro_batch: int = 8  # rows per forward pass
     clip_range: float = 0.2
     value_clip: float = 0.2
@@ -96,6 +96,9 @@ class RouterConfig:
     dtype: str = "float32"  # the bundle is loaded and saved in it (routers and value heads train in float32)
 
     def __post_init__(self) -> None:
+        if self.minibatches is None:  # 4 (the authors'), or one per prompt when the batch is smaller
+            b = self.batch_size
+            self.minibatches = min(4, b) if isinstance(b, int) and not isinstance(b, bool) and b > 0 else 4
         validate(self, _CHECKS)
 
 
