@@ -30,7 +30,7 @@ import torch
 from hoe.errors import ConfigError, HoEError, OutputExistsError, bad_value, raise_all
 from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
 from hoe.evaluation.models import Models, bundle_digest, digest, open_tuned_models, tuned_refs
-from hoe.evaluation.sweep import Plan, load_finished, run_sweep
+from hoe.evaluation.sweep import Plan, load_finished, run_sweep, verify_points
 from hoe.experts.extract import DTYPES
 from hoe.io.atomic import Inputs, atomic_file, output_path, refuse_inputs
 from hoe.validation import at_least, non_empty, one_of, validate, whole_at_least
@@ -147,6 +147,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
     inputs = _check_inputs(config)
     methods, objectives, plan, models = _setup(config, inputs)
     done = load_finished(plan, inputs.out, config.overwrite)
+    verify_points(done, plan, inputs.prompts, objectives, inputs.out)
     needs = [(name, METHODS[name].needs) for name in config.methods]
 
     def release(finished: str) -> None:  # free the models no later method uses

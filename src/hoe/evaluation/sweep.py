@@ -83,7 +83,7 @@ def load_finished(plan: Plan, out: Path, redo_changed: bool = False) -> dict[tup
         record = _read(path)
         changed = _differences(record.get("key", {}), plan.keys[method])
         if not changed:
-            done[(method, label)] = _from_record(record)
+            done[(method, label)] = _from_record(record, path, plan.samples)
         elif not redo_changed:
             for field, old, new in changed:
                 refused.setdefault(_FIELDS.get(field, field), (method, old, new))
@@ -245,16 +245,82 @@ def store_point(out: Path, point: Point, key: dict) -> None:
         tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
 
 
-def _from_record(r: dict) -> Point:
-    return Point(
-        r["method"],
-        r["label"],
-        r["preference"],
-        torch.tensor(r["rewards"], dtype=torch.float32),
-        r["responses"],
-        int(r["tokens"]),
-        float(r["seconds"]),
-        float(r["setup_seconds"]),
-        int(r["forward_passes_per_token"]),
-        r.get("copied_from"),
-    )
+def _from_record(r: dict, path: Path, samples: int) -> Point:
+    """A stored point, its fields checked (types, shapes, finite rewards): a malformed file is a clear error."""
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(
+            f"the stored point {str(path)!r} {what}.",
+            field="out",
+            value=str(path.parents[2]),
+            fix="Delete that file (it is recomputed), or pass another out folder.",
+        )
+
+    try:
+        rewards = torch.tensor(r["rewards"], dtype=torch.float32)
+        responses = r["responses"]
+        point = Point(
+            r["method"], r["label"], r["preference"], rewards, responses, int(r["tokens"]), float(r["seconds"]),
+            float(r["setup_seconds"]), int(r["forward_passes_per_token"]), r.get("copied_from"),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise bad(f"is malformed ({type(e).__name__}: {e})") from None
+    if rewards.ndim != 3 or rewards.shape[0] != samples or not torch.isfinite(rewards).all():
+        raise bad(
+            f"holds rewards of shape {tuple(rewards.shape)} or non-finite values ({samples} samples expected)"
+        )
+    if not (
+        isinstance(responses, list)
+        and len(responses) == samples
+        and all(isinstance(s, list) and len(s) == rewards.shape[1] for s in responses)
+        and all(isinstance(t, str) for s in responses for t in s)
+    ):
+        raise bad(f"holds responses that are not {samples} lists of {rewards.shape[1]} texts")
+    return point
+
+
+def verify_points(
+    done: dict[tuple[str, str], Point],
+    plan: Plan,
+    prompts: Sequence[str],
+    objectives: Sequence,
+    out: Path,
+    batch: int = 64,
+) -> None:
+    """Refuse stored points that do not hold what they claim: the plan's preference for their label, one reward
+    row per prompt, and rewards that rescoring their stored responses reproduces (scoring is cheap next to
+    generating, and nothing short of it catches an edit that keeps the file valid JSON)."""
+    wanted = {(m, label): lam for m, label, lam in plan.points}
+    scored: dict[
+        tuple[str, ...], torch.Tensor
+    ] = {}  # responses -> their scores (a copied point's are scored once)
+    for (method, label), point in done.items():
+        path = point_file(out, method, label)
+        lam = wanted[(method, label)]
+        fix = "Delete that file (it is recomputed), or pass another out folder."
+        claimed = None if point.preference is None else torch.tensor(point.preference, dtype=torch.float64)
+        if (lam is None) != (claimed is None) or (
+            lam is not None
+            and (claimed.shape != lam.shape or not torch.allclose(claimed, lam.double(), atol=1e-9))
+        ):
+            raise ConfigError(f"the stored point {str(path)!r} is for preference {point.preference}, not {label}.",
+                              field="out", value=str(out), fix=fix)  # fmt: skip
+        if point.rewards.shape[1:] != (len(prompts), len(objectives)):
+            raise ConfigError(f"the stored point {str(path)!r} holds rewards of shape {tuple(point.rewards.shape)} "
+                              f"for {len(prompts)} prompts and {len(objectives)} objectives.",
+                              field="out", value=str(out), fix=fix)  # fmt: skip
+        for s, texts in enumerate(point.responses):
+            if tuple(texts) not in scored:
+                scored[tuple(texts)] = torch.cat([
+                    score_matrix(objectives, prompts[lo : lo + batch], texts[lo : lo + batch]).float()
+                    for lo in range(0, len(prompts), batch)
+                ])  # fmt: skip
+            again = scored[tuple(texts)]
+            for lo in range(0, len(prompts), batch):
+                stored = point.rewards[s, lo : lo + batch]
+                if not torch.allclose(again[lo : lo + batch], stored, atol=1e-3, rtol=1e-3):
+                    raise ConfigError(
+                        f"the stored point {str(path)!r} holds rewards its responses do not score (sample {s}, "
+                        f"prompts {lo}-{lo + len(stored) - 1}): it was edited or made by other objectives.",
+                        field="out", value=str(out), fix=fix,
+                    )  # fmt: skip
