@@ -155,6 +155,22 @@ GOOD = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_t
         ({"stop": [1]}, 400, "stop"),
         ({"messages": []}, 400, "messages"),
         ({"messages": [{"role": "user", "content": "x" * 100}]}, 400, "messages"),  # over 40 tokens
+        # issue 24, item 7: each of these was a 500 with an internal message
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            400,
+            "messages[0].content[0]",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            400,
+            "messages[0].content[0]",
+        ),
+        ({"temperature": 10**400}, 400, "temperature"),
+        ({"top_p": 10**400}, 400, "top_p"),
+        ({"preference": {"helpful": 10**400}}, 400, "preference"),
+        ({"messages": [{"role": "user", "content": "\ud800"}]}, 400, "messages[0].content"),
+        ({"stop": ["\ud800"]}, 400, "stop"),
     ],
 )
 def test_bad_input_gets_its_status_naming_the_field_and_the_next_request_works(http, change, status, param):
@@ -183,6 +199,24 @@ def test_malformed_json_oversize_bodies_a_full_queue_and_timeouts(http):
         engine._in_flight = 0
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
     assert http.client.post("/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_deep_nesting_is_a_bad_request_not_a_crash(bundle):
+    app, served = load(
+        bundle, name="tiny", limits=Limits(max_tokens=8, max_body_bytes=1_000_000), scores=False
+    )
+    try:
+        with TestClient(app) as client:
+            deep = '{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "preference": '
+            for depth in (5000, 100_000):
+                body = deep + "[" * depth + "]" * depth + "}"
+                r = client.post(
+                    "/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+                )
+                assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
+            assert client.post("/v1/chat/completions", json=GOOD).status_code == 200
+    finally:
+        served.engine.close()
 
 
 def test_a_timeout_is_504_and_the_server_goes_on(bundle):

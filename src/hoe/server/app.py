@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hoe.server.engine import Engine, Job
-from hoe.server.protocol import ApiError, Limits, parse
+from hoe.server.protocol import ApiError, Limits, check_text, parse
 
 
 @dataclass
@@ -113,6 +113,7 @@ def create_app(served: Served):
         for name, value in (("prompt", prompt), ("response", response)):
             if not isinstance(value, str):
                 raise ApiError(400, f"{name} must be a string.", name, "invalid_value")
+            check_text(value, name)
         from hoe.objectives import score_matrix
 
         def score():
@@ -151,6 +152,8 @@ async def _json(request, limits: Limits) -> dict:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ApiError(400, f"The body is not valid JSON ({e}).", None, "invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "The body is nested too deeply.", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", None, "invalid_json")
     return body

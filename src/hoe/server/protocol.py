@@ -87,6 +87,9 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
         preference = default_preference if raw is None else to_simplex(raw, names, "preference")
     except HoEError as e:
         raise ApiError.of(e, "preference") from None
+    except RecursionError:  # a preference nested thousands deep
+        raise ApiError(400, "preference must be an object or a list of numbers.", "preference",
+                       "invalid_value") from None  # fmt: skip
     n = _int(body, "n", 1, 1, limits.max_n)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
@@ -129,12 +132,14 @@ def _chat_prompt(body: dict, tokenizer) -> str:
                 400, f"messages[{i}] needs a role and a content.", f"messages[{i}]", "invalid_value"
             )
         content = m.get("content", "")
-        if isinstance(content, list):  # the parts form: keep the text parts
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        if isinstance(content, list):  # the parts form: text parts only
+            content = "".join(_text_part(p, f"messages[{i}].content[{j}]") for j, p in enumerate(content))
         if not isinstance(content, str):
             raise ApiError(
                 400, f"messages[{i}].content must be text.", f"messages[{i}].content", "invalid_value"
             )
+        check_text(content, f"messages[{i}].content")
+        check_text(m["role"], f"messages[{i}].role")
         clean.append({"role": m["role"], "content": content})
     if getattr(tokenizer, "chat_template", None):
         try:
@@ -146,6 +151,27 @@ def _chat_prompt(body: dict, tokenizer) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
 
 
+def _text_part(part: object, param: str) -> str:
+    """One part of the parts form of a message's content: ``{"type": "text", "text": STRING}``."""
+    if not (
+        isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str)
+    ):
+        raise ApiError(400, f"{param} must be a text part: {{\"type\": \"text\", \"text\": \"...\"}}.", param,
+                       "invalid_value")  # fmt: skip
+    return part["text"]
+
+
+def check_text(text: str, param: str) -> str:
+    """Text a client sent must be valid Unicode (a lone surrogate such as ``"\\ud800"`` decodes from JSON but
+    breaks every tokenizer): 400 naming ``param`` otherwise."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{param} holds a lone surrogate (not valid Unicode text).", param,
+                       "invalid_value") from None  # fmt: skip
+    return text
+
+
 def _completion_prompt(body: dict) -> str:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -154,7 +180,7 @@ def _completion_prompt(body: dict) -> str:
         raise ApiError(
             400, "prompt must be a non-empty string (one prompt per request).", "prompt", "invalid_value"
         )
-    return prompt
+    return check_text(prompt, "prompt")
 
 
 def _stop(body: dict) -> list[str]:
@@ -166,7 +192,7 @@ def _stop(body: dict) -> list[str]:
         raise ApiError(
             400, "stop must be a string or a list of up to 4 non-empty strings.", "stop", "invalid_value"
         )
-    return stops
+    return [check_text(s, "stop") for s in stops]
 
 
 def _whole(x: object) -> bool:
@@ -188,7 +214,10 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
     value = body.get(name)
     if value is None:
         return default
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    try:  # an int beyond float range (10**400) overflows in isfinite
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:
+        ok = False
     if not ok or not low <= value <= high:
         raise ApiError(
             400, f"{name} must be a number from {low:g} to {high:g}, got {value!r}.", name, "invalid_value"
