@@ -70,20 +70,7 @@ def create_app(served: Served):
         return JSONResponse(ApiError(500, f"Internal error: {e}", None, "server_error", "server_error").body(),
                             status_code=500)  # fmt: skip
 
-    @app.middleware("http")
-    async def guard(request: HttpRequest, call_next):
-        try:
-            if served.api_key and request.url.path != "/health":
-                given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
-                if not secrets.compare_digest(given, f"Bearer {served.api_key}".encode()):
-                    raise ApiError(401, "Missing or wrong API key (Authorization: Bearer KEY).", None,
-                                   "invalid_api_key", "authentication_error")  # fmt: skip
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-                raise _too_large(limits)
-        except ApiError as e:
-            return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
-        return await call_next(request)
+    app.add_middleware(Guard, api_key=served.api_key, limits=limits)
 
     @app.get("/health")
     async def health():
@@ -157,6 +144,39 @@ async def _json(request, limits: Limits) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.", None, "invalid_json")
     return body
+
+
+class Guard:
+    """The API key (every route but ``/health``) and the declared body size, checked before a route runs.
+
+    A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` sits between
+    a streaming response and the client, so a client that went away was not seen and its rows went on
+    decoding for nobody. Here the response talks to the server directly, and a disconnect cancels the
+    stream (whose ``finally`` cancels the job)."""
+
+    def __init__(self, app, api_key: str | None, limits: Limits):
+        self.app, self.api_key, self.limits = app, api_key, limits
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            error = self._error(scope)
+            if error is not None:
+                response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _error(self, scope) -> ApiError | None:
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if self.api_key and scope.get("path") != "/health":
+            given = headers.get("authorization", b"")
+            if not secrets.compare_digest(given, f"Bearer {self.api_key}".encode()):
+                return ApiError(401, "Missing or wrong API key (Authorization: Bearer KEY).", None,
+                                "invalid_api_key", "authentication_error")  # fmt: skip
+        length = headers.get("content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.limits.max_body_bytes:
+            return _too_large(self.limits)
+        return None
 
 
 def _too_large(limits: Limits) -> ApiError:

@@ -133,18 +133,39 @@ class Engine:
                 self._finish(job)
 
     def _decode(self, batch: list[Job]) -> None:
+        """Decode ``batch``; if it fails, decode each of its requests alone, so that a request that fails
+        fails alone and its neighbours get what they get alone (a request that streamed text already cannot
+        start again: it gets the error)."""
         if not batch:
             return
         try:
             decode_batch(self.model, self.tokenizer, batch, self.eos_ids)
-        except ApiError as e:
-            for job in batch:
-                job.events.put(("error", None, e))
-        except Exception as e:  # a failed batch fails its requests, never the server
-            log.exception("decoding failed")
-            for job in batch:
-                job.events.put(("error", None, ApiError(500, f"Decoding failed: {e}", None, "server_error",
-                                                        "server_error")))  # fmt: skip
+            return
+        except Exception as e:  # a failed batch fails only the requests that fail alone, never the server
+            if len(batch) == 1:
+                self._fail(batch[0], e)
+                return
+            log.warning("a batch of %d requests failed (%s); decoding them one by one", len(batch), _brief(e))
+            first = e
+        for job in batch:
+            if any(c.sent for c in job.choices):
+                self._fail(job, first)
+                continue
+            job.choices = [Choice(k) for k in range(job.request.n)]
+            try:
+                decode_batch(self.model, self.tokenizer, [job], self.eos_ids)
+            except Exception as e:
+                self._fail(job, e)
+
+    @staticmethod
+    def _fail(job: Job, e: Exception) -> None:
+        if isinstance(e, ApiError):
+            job.events.put(("error", None, e))
+            return
+        log.error("decoding request %s failed: %s", job.id, _brief(e))
+        job.events.put(
+            ("error", None, ApiError(500, "Decoding failed.", None, "server_error", "server_error"))
+        )
 
     def _finish(self, job: Job) -> None:
         with self._lock:
@@ -153,6 +174,11 @@ class Engine:
         lam = ",".join(f"{x:.3f}" for x in job.request.preference.tolist())
         log.info("request %s preference=%s prompt_tokens=%d completion_tokens=%d latency=%.3fs", job.id, lam,
                  job.prompt_tokens, job.completion_tokens, time.perf_counter() - job.started)  # fmt: skip
+
+
+def _brief(e: Exception) -> str:
+    """An exception's type and the start of its message, for the log (never a client's prompt text)."""
+    return f"{type(e).__name__}: {str(e)[:200]}"
 
 
 def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
