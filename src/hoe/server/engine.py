@@ -186,10 +186,7 @@ def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
     from hoe.model.sampling import RowSampler
 
     rows = [(job, choice) for job in batch for choice in job.choices]
-    texts = [job.request.prompt for job, _ in rows]
-    chat = [job.request.kind == "chat" for job, _ in rows]
-    tokenizer.padding_side = "left"
-    encoded = [tokenizer(t, add_special_tokens=not c).input_ids for t, c in zip(texts, chat)]
+    encoded = [job.request.prompt_ids for job, _ in rows]  # tokenised once, when the request was parsed
     for (job, _), ids in zip(rows, encoded):
         job.prompt_tokens = len(ids)
     width = max(len(ids) for ids in encoded)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import secrets
 from dataclasses import dataclass, field
 
 import torch
@@ -57,7 +58,8 @@ class Request:
 
     kind: str  # "chat" or "completion"
     model: str
-    prompt: str  # the text fed to the tokenizer (the chat template already applied for chat)
+    prompt: str  # the prompt as text (the chat template already applied for chat)
+    prompt_ids: list[int]  # its tokens, made once here: what the engine decodes from
     preference: torch.Tensor  # (m,) on the simplex
     max_tokens: int
     temperature: float
@@ -81,7 +83,11 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
     if model not in model_names:
         raise ApiError(404, f"The model {model!r} does not exist; this server has {model_names}.", "model",
                        "model_not_found")  # fmt: skip
-    prompt = _chat_prompt(body, tokenizer) if kind == "chat" else _completion_prompt(body)
+    if kind == "chat":
+        prompt, prompt_ids = _chat_prompt(body, tokenizer)
+    else:
+        prompt = _completion_prompt(body)
+        prompt_ids = tokenizer(prompt, add_special_tokens=True).input_ids
     raw = body.get("preference")
     try:
         preference = default_preference if raw is None else to_simplex(raw, names, "preference")
@@ -110,16 +116,19 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options must be an object.", "stream_options", "invalid_value")
     include_usage = bool(options.get("include_usage", False))
-    n_tokens = len(tokenizer(prompt, add_special_tokens=kind != "chat").input_ids)
+    n_tokens = len(prompt_ids)
     if n_tokens > limits.max_prompt_tokens:
         raise ApiError(400, f"The prompt has {n_tokens} tokens; this server takes at most "
                        f"{limits.max_prompt_tokens}.", "messages" if kind == "chat" else "prompt",
                        "context_length_exceeded")  # fmt: skip
-    return Request(kind, model, prompt, preference, max_tokens, temperature, top_p,
+    return Request(kind, model, prompt, prompt_ids, preference, max_tokens, temperature, top_p,
                    None if seed is None else int(seed), n, _stop(body), stream, include_usage, raw)  # fmt: skip
 
 
-def _chat_prompt(body: dict, tokenizer) -> str:
+def _chat_prompt(body: dict, tokenizer) -> tuple[str, list[int]]:
+    """The chat template applied to the messages, as text and tokens. Message text is text: a special-token
+    string in it (``<|im_end|>``) is tokenised as plain characters, never as the special token, so a client
+    cannot end its turn or open a system turn (:func:`template_ids`)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(
@@ -141,14 +150,53 @@ def _chat_prompt(body: dict, tokenizer) -> str:
         check_text(content, f"messages[{i}].content")
         check_text(m["role"], f"messages[{i}].role")
         clean.append({"role": m["role"], "content": content})
-    if getattr(tokenizer, "chat_template", None):
-        try:
-            return tokenizer.apply_chat_template(clean, tokenize=False, add_generation_prompt=True)
-        except Exception as e:  # the template's own checks (roles, order): the client's input
-            raise ApiError(
-                400, f"The chat template refused these messages: {e}", "messages", "invalid_value"
-            ) from None
-    return "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
+    if not getattr(tokenizer, "chat_template", None):
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
+        return text, tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+    try:
+        return template_ids(tokenizer, clean)
+    except ApiError:
+        raise
+    except Exception as e:  # the template's own checks (roles, order): the client's input
+        raise ApiError(
+            400, f"The chat template refused these messages: {e}", "messages", "invalid_value"
+        ) from None
+
+
+def template_ids(tokenizer, messages: list[dict]) -> tuple[str, list[int]]:
+    """``apply_chat_template`` as (text, ids) where the messages' contents never become special tokens.
+
+    When no content holds a special-token string the whole text is tokenised as usual (so nothing changes
+    for ordinary text). Otherwise the template is rendered with a placeholder per content, its own text is
+    tokenised with special tokens and each content with ``split_special_tokens=True``, and the pieces are
+    joined in order.
+    """
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    specials = [
+        s
+        for s in getattr(tokenizer, "all_special_tokens", [])
+        + list(getattr(tokenizer, "added_tokens_encoder", {}))
+        if s
+    ]
+    if not any(s in m["content"] for m in messages for s in specials):
+        return text, tokenizer(text, add_special_tokens=False).input_ids
+    marks = [f"\u2063hoe-{secrets.token_hex(8)}-{i}\u2063" for i in range(len(messages))]
+    rendered = tokenizer.apply_chat_template(
+        [{**m, "content": mark} for m, mark in zip(messages, marks)],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids: list[int] = []
+    rest = rendered
+    for m, mark in zip(messages, marks):
+        head, found, rest = rest.partition(mark)
+        if not found:  # a template that changes the content (strips, escapes): refuse rather than guess
+            raise ApiError(400, "The chat template changes message text, so special tokens in it cannot be kept "
+                           "plain; remove them from the content.", "messages", "invalid_value")  # fmt: skip
+        ids += tokenizer(head, add_special_tokens=False).input_ids
+        ids += tokenizer(m["content"], add_special_tokens=False, split_special_tokens=True).input_ids
+    ids += tokenizer(rest, add_special_tokens=False).input_ids
+    return text, ids
 
 
 def _text_part(part: object, param: str) -> str:
