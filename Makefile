@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test lint demo results bench clean
+.PHONY: install test lint demo results router-study ablation bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ results: $(STAMP)
 	    --prompts smol:eval --grid 4 --samples 2 --batch-size 48 --no-progress --out $(SWEEP)
 	mkdir -p results/smol3
 	cp $(SWEEP)/results.json $(SWEEP)/results.md $(SWEEP)/pareto.png results/smol3/
+
+# issue 22: routers chosen on train prompts (placement, five router objectives at one anchor; about 1 h), then
+# the chosen routers trained and measured once on the eval prompts with the composition ablation (about 1.5 h);
+# both resumable. Results: runs/study/compare/, results/smol3-ablation/.
+router-study: $(STAMP)
+	scripts/router_study.sh
+
+ablation: $(STAMP)
+	scripts/router_final.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py

@@ -64,7 +64,7 @@ def build(
             fix="Pass one expert without an anchor per objective.",
         )
     specs = [_spec(name, anchors, records[name], objectives) for name in expert]
-    _refuse_shared(expert, specs)
+    _refuse_shared(expert, specs, objectives)
     for folder in trained_routers:
         read_router(folder)  # a bad folder fails before the base model loads
     router_anchors = {n: _anchor(a, objectives, "router", n) for n, a in (routers or {}).items()}
@@ -80,9 +80,10 @@ def build(
     return model.save_pretrained(out, overwrite)
 
 
-def _refuse_shared(expert: Mapping[str, str | Path], specs: list[ExpertSpec]) -> None:
+def _refuse_shared(expert: Mapping[str, str | Path], specs: list[ExpertSpec], objectives: list[str]) -> None:
     """Two experts at one anchor (preference routing would always give the second weight 0) or one folder
-    under two names (one model counted as two objectives) are refused, naming both."""
+    under two objectives' names (one model counted as two objectives) are refused, naming both. (One merged
+    adapter at two anchors is allowed: it is placed twice, on purpose.)"""
     seen: dict[tuple[float, ...], str] = {}
     for spec in specs:
         key = tuple(round(a, 9) for a in spec.anchor)
@@ -96,7 +97,7 @@ def _refuse_shared(expert: Mapping[str, str | Path], specs: list[ExpertSpec]) ->
             )
         seen[key] = spec.name
     folders: dict[Path, str] = {}
-    for name, folder in expert.items():
+    for name, folder in ((n, f) for n, f in expert.items() if n in objectives):
         real = Path(folder).expanduser().resolve()
         if real in folders:
             raise ConfigError(
