@@ -108,7 +108,7 @@ def refuse_inputs(out: str | Path, inputs: Inputs, field: str = "out") -> None:
             else:
                 continue
             raise OutputPathError(
-                f"{str(out)!r} {how} the input {str(item)!r} (--{name.replace('_', '-')}), which is never modified.",
+                f"{str(out)!r} {how} {str(item)!r}, an input ({name}), which is never modified.",
                 field=field,
                 value=str(out),
                 fix="Pass a new folder outside every input.",
