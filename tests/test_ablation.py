@@ -75,3 +75,9 @@ def test_rows_of_other_protocols_or_bad_specs_are_refused(evaluated, tmp_path):
     with pytest.raises(ConfigError, match="^reference: got 'c'"):
         ablation([f"a={evaluated[0]}:hoe"], "c", tmp_path / "x", "0,0", 20)
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_objective_names_of_named_and_built_in_specs():
+    from hoe.evaluation.ablation import objective_names
+
+    assert objective_names(["relevance", "helpful=py:tiny_lm:upper_share"]) == ["relevance", "helpful"]

@@ -40,6 +40,14 @@ class Row:
     protocol: dict
 
 
+def objective_names(specs: list[str]) -> list[str]:
+    """The objectives' names from their specs: ``helpful=hf:x`` is ``helpful``; a built-in kind without a
+    name (``relevance``) is named after itself."""
+    from hoe.objectives.base import split_name
+
+    return [split_name(s)[0] or split_name(s)[1] for s in specs]
+
+
 def parse_row(spec: str) -> tuple[str, Path, str]:
     """``LABEL=FOLDER:METHOD`` -> (label, folder, method); errors name ``row``."""
     label, eq, rest = spec.partition("=")
@@ -127,10 +135,12 @@ def compare(rows: list[Row], ref: torch.Tensor, reference: str, resamples: int =
             "hypervolume_ci": [lo, hi],
             "tchebycheff": float(mean_tchebycheff(row.lams, means, ref)),
         }
-    for label, entry in out.items():
+    ref_row = rows[labels.index(reference)]
+    for row, (label, entry) in zip(rows, out.items()):
         ratio = boots[label] / boots[reference]
         entry["ratio"] = entry["hypervolume"] / out[reference]["hypervolume"]
         entry["ratio_ci"] = list(percentile_interval(ratio))
+        entry["differs_at"] = _differences(row, ref_row)
     return {
         "format": "hoe-ablation/1",
         "reference": reference,
@@ -141,6 +151,22 @@ def compare(rows: list[Row], ref: torch.Tensor, reference: str, resamples: int =
         "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
         "rows": out,
     }
+
+
+def _differences(row: Row, ref: Row) -> list[dict]:
+    """The lattice points where ``row``'s rewards differ from ``ref``'s (where its routers or experts act):
+    the preference and both mean reward vectors."""
+    out = []
+    for j, lam in enumerate(row.lams):
+        if not torch.equal(row.per_prompt[j], ref.per_prompt[j]):
+            out.append(
+                {
+                    "preference": [round(float(v), 6) for v in lam],
+                    "mean": [round(float(v), 4) for v in row.per_prompt[j].mean(0)],
+                    "reference": [round(float(v), 4) for v in ref.per_prompt[j].mean(0)],
+                }
+            )
+    return out
 
 
 def _mismatch(a: Row, b: Row) -> str | None:
@@ -171,6 +197,19 @@ def markdown(result: dict, command: str) -> str:
             f"| {label} | {r['hypervolume']:.4f} [{lo:.4f}, {hi:.4f}] | {r['ratio']:.3f} [{rlo:.3f}, {rhi:.3f}] "
             f"| {r['tchebycheff']:.4f} | `{r['source']}` |"
         )
+    lines += ["", f"Where each row's mean rewards differ from `{ref}`'s (row / {ref}):", ""]
+    for label, r in result["rows"].items():
+        if label == ref:
+            continue
+        points = r["differs_at"]
+        if len(points) > 4:
+            lines.append(f"- {label}: {len(points)} of {result['points']} points")
+            continue
+        text = "; ".join(
+            f"({', '.join(f'{v:g}' for v in p['preference'])}): {p['mean']} / {p['reference']}"
+            for p in points
+        )
+        lines.append(f"- {label}: {text or 'none'}")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +220,6 @@ def ablation(
     results.md (each whole or not at all), return the result."""
     from hoe.evaluation.evaluate import reference_point
     from hoe.io.atomic import atomic_file, output_path, refuse_inputs
-    from hoe.objectives.base import split_name
     from hoe.provenance import command_line
 
     if len(specs) < 1:
@@ -193,7 +231,7 @@ def ablation(
     refuse_inputs(out, {"row": [folder for _, folder, _ in parsed]})  # before anything is read
     rows = [load_row(label, folder, method) for label, folder, method in parsed]
     objectives = list(rows[0].protocol["objective"])
-    names = [split_name(o)[0] for o in objectives]
+    names = objective_names(objectives)
     ref = reference_point(ref_point, names, objectives)
     result = compare(rows, ref, reference or labels[0], resamples)
     result["objectives"] = names
