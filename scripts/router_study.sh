@@ -56,7 +56,7 @@ stage_compare() {
     local name=${v%%:*} opts=${v#*:} out=$S/cmp/${v%%:*}
     if [ -f $out/hoe_bundle.json ]; then
       echo "$name: trained"
-    elif [ -d $out ]; then
+    elif [ -d $S/cmp/.$name.partial ]; then
       $HOE train-router --model $BUNDLE --anchor auto --placement $S/placement.json --out $out "${COMMON[@]}" $opts --resume
     else
       $HOE train-router --model $BUNDLE --anchor auto --placement $S/placement.json --out $out "${COMMON[@]}" $opts
