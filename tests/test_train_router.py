@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from hoe import HoEModel, build
-from hoe.errors import CheckpointError
+from hoe.errors import CheckpointError, ConfigError
 from hoe.model.layer import HoELinear
 from hoe.training.router import RouterConfig, train_router
 from hoe.training.router_setup import setup
@@ -367,7 +367,7 @@ def test_improvement_measures_the_lora_only_baseline_and_hypervolume_takes_r(tin
 
 
 def test_hypervolume_needs_a_reference_point_for_other_objectives(tiny, tmp_path):
-    with pytest.raises(Exception, match="reference_point"):
+    with pytest.raises(ConfigError, match="^reference_point: is required"):
         setup(config(tiny, tmp_path / "hv", scalarisation="hypervolume"))
 
 

@@ -123,6 +123,8 @@ def _vector(pref: object, names: Sequence[str], field: str) -> list:
 
 
 def _number(v: object, field: str, raw: object) -> float:
+    if isinstance(v, torch.Tensor) and v.dim() == 0 and not v.dtype.is_complex:
+        v = v.item()  # a list of 0-d tensors, e.g. list(tensor)
     if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
         return float(v)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):

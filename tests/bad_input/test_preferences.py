@@ -173,3 +173,7 @@ def test_a_huge_lattice_is_refused_at_once():
     with pytest.raises(PreferenceError, match="^grid: got 100000. The lattice would hold 5000150001"):
         simplex_lattice(3, 100000)
     assert simplex_lattice(3, 4).shape == (15, 3) and simplex_lattice(2, 1).tolist() == [[1, 0], [0, 1]]
+
+
+def test_a_list_of_0d_tensors_is_a_preference():
+    assert to_simplex(list(torch.tensor([0.25, 0.75])), ["a", "b"]).tolist() == [0.25, 0.75]

@@ -74,9 +74,18 @@ def load_row(label: str, folder: Path, method: str) -> Row:
         )
     lams, per_prompt, protocols = [], [], []
     for path in files:
-        record = json.loads(path.read_text())
-        rewards = torch.tensor(record["rewards"], dtype=torch.float64)  # (S, n, m)
-        objectives = record.get("key", {}).get("objective") or []
+        try:
+            record = json.loads(path.read_text())
+            rewards = torch.tensor(record["rewards"], dtype=torch.float64)  # (S, n, m)
+            objectives = list(record["key"]["objective"])
+            preference = [float(v) for v in record["preference"]]
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+            raise ConfigError(
+                f"cannot read the point {str(path)!r} ({type(e).__name__}: {e}).",
+                field="row",
+                value=f"{label}={folder}:{method}",
+                fix="Pass the folder of a finished hoe evaluate with a lattice method (hoe, hoe-lora, rs, ...).",
+            ) from None
         if rewards.ndim != 3 or rewards.shape[-1] != len(objectives) or not torch.isfinite(rewards).all():
             raise ConfigError(
                 f"{str(path)!r} holds rewards of shape {tuple(rewards.shape)} or non-finite values.",
@@ -84,7 +93,7 @@ def load_row(label: str, folder: Path, method: str) -> Row:
                 value=f"{label}={folder}:{method}",
                 fix="Rerun hoe evaluate into a new folder.",
             )
-        lams.append(record["preference"])
+        lams.append(preference)
         per_prompt.append(rewards.mean(0))
         protocols.append({k: record["key"].get(k) for k in PROTOCOL})
     if any(p != protocols[0] for p in protocols):
@@ -236,7 +245,7 @@ def ablation(
     result = compare(rows, ref, reference or labels[0], resamples)
     result["objectives"] = names
     result["command"] = command_line()
-    folder = output_path(out)
+    folder = output_path(out, replaced=False)  # only its two files are replaced
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / "results.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")

@@ -265,6 +265,11 @@ def _from_record(r: dict, path: Path, samples: int) -> Point:
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise bad(f"is malformed ({type(e).__name__}: {e})") from None
+    pref = r.get("preference")
+    if pref is not None and not (
+        isinstance(pref, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pref)
+    ):
+        raise bad(f"holds the preference {pref!r}, not a list of numbers")
     if rewards.ndim != 3 or rewards.shape[0] != samples or not torch.isfinite(rewards).all():
         raise bad(
             f"holds rewards of shape {tuple(rewards.shape)} or non-finite values ({samples} samples expected)"
@@ -285,15 +290,13 @@ def verify_points(
     prompts: Sequence[str],
     objectives: Sequence,
     out: Path,
-    batch: int = 64,
 ) -> None:
     """Refuse stored points that do not hold what they claim: the plan's preference for their label, one reward
     row per prompt, and rewards that rescoring their stored responses reproduces (scoring is cheap next to
     generating, and nothing short of it catches an edit that keeps the file valid JSON)."""
     wanted = {(m, label): lam for m, label, lam in plan.points}
-    scored: dict[
-        tuple[str, ...], torch.Tensor
-    ] = {}  # responses -> their scores (a copied point's are scored once)
+    batch = plan.batch_size  # the chunks they were scored in when made (a padded scorer sees the same)
+    scored: dict[tuple[str, ...], torch.Tensor] = {}  # responses -> scores (a copied point's scored once)
     for (method, label), point in done.items():
         path = point_file(out, method, label)
         lam = wanted[(method, label)]

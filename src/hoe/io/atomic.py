@@ -122,8 +122,8 @@ def check_output_dir(
     that is, holds or lies inside one of the ``inputs`` (:func:`refuse_inputs`); return the absolute path. Call
     it before any slow work. Temporaries that killed runs left beside ``out`` are cleaned first (and an old
     copy put back), so the check sees what is really there."""
-    refuse_inputs(out, inputs or {}, field)
     path = output_path(out, field)
+    refuse_inputs(out, inputs or {}, field)
     clean_stale(path)
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{str(out)!r} exists and is a file.", field=field, fix="Pass a folder path.")

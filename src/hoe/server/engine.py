@@ -134,8 +134,8 @@ class Engine:
 
     def _decode(self, batch: list[Job]) -> None:
         """Decode ``batch``; if it fails, decode each of its requests alone, so that a request that fails
-        fails alone and its neighbours get what they get alone (a request that streamed text already cannot
-        start again: it gets the error)."""
+        fails alone and its neighbours get what they get alone (a stream that sent text already cannot start
+        again: it gets the error; a response not yet sent is made again from the start)."""
         if not batch:
             return
         try:
@@ -148,8 +148,10 @@ class Engine:
             log.warning("a batch of %d requests failed (%s); decoding them one by one", len(batch), _brief(e))
             first = e
         for job in batch:
-            if any(c.sent for c in job.choices):
-                self._fail(job, first)
+            if job.cancelled:
+                continue
+            if job.request.stream and any(c.sent for c in job.choices):
+                self._fail(job, first)  # its client has part of a text already: it cannot start again
                 continue
             job.choices = [Choice(k) for k in range(job.request.n)]
             try:

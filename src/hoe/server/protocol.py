@@ -148,7 +148,9 @@ def _chat_prompt(body: dict, tokenizer) -> tuple[str, list[int]]:
                 400, f"messages[{i}].content must be text.", f"messages[{i}].content", "invalid_value"
             )
         check_text(content, f"messages[{i}].content")
-        check_text(m["role"], f"messages[{i}].role")
+        if m["role"] not in ROLES:  # the template writes the role as is: it must not carry special tokens
+            raise ApiError(400, f"messages[{i}].role must be one of {list(ROLES)}, got {m['role'][:40]!r}.",
+                           f"messages[{i}].role", "invalid_value")  # fmt: skip
         clean.append({"role": m["role"], "content": content})
     if not getattr(tokenizer, "chat_template", None):
         text = "".join(f"{m['role']}: {m['content']}\n" for m in clean) + "assistant: "
@@ -190,13 +192,17 @@ def template_ids(tokenizer, messages: list[dict]) -> tuple[str, list[int]]:
     rest = rendered
     for m, mark in zip(messages, marks):
         head, found, rest = rest.partition(mark)
-        if not found:  # a template that changes the content (strips, escapes): refuse rather than guess
+        if not found or rendered.count(mark) != 1:  # a template that drops, repeats or rewrites the content
             raise ApiError(400, "The chat template changes message text, so special tokens in it cannot be kept "
                            "plain; remove them from the content.", "messages", "invalid_value")  # fmt: skip
         ids += tokenizer(head, add_special_tokens=False).input_ids
         ids += tokenizer(m["content"], add_special_tokens=False, split_special_tokens=True).input_ids
     ids += tokenizer(rest, add_special_tokens=False).input_ids
     return text, ids
+
+
+ROLES = ("system", "user", "assistant", "tool", "developer")
+"""The message roles of the OpenAI API."""
 
 
 def _text_part(part: object, param: str) -> str:

@@ -239,7 +239,7 @@ def read_placement(path: str | Path) -> dict:
 def place_routers(results: str | Path, model: str | Path, routers: int, out: str | Path) -> dict:
     """``hoe place-routers``: read ``results`` (``hoe evaluate``'s results.json) and the bundle's manifest,
     place ``routers`` anchors, write the record to ``out`` (whole or not at all) and return it."""
-    from hoe.io.atomic import atomic_file, output_path
+    from hoe.io.atomic import atomic_file, output_path, refuse_inputs
     from hoe.model.bundle import read_manifest
 
     if not isinstance(routers, int) or isinstance(routers, bool) or routers < 1:
@@ -250,19 +250,8 @@ def place_routers(results: str | Path, model: str | Path, routers: int, out: str
         path = path / "results.json"
     fix = "Pass the results.json (or its folder) of hoe evaluate --methods hoe-lora on train prompts."
     data = _read_json(path, "results", fix)
-    inputs = {
-        Path(results).expanduser().resolve(),
-        path.expanduser().resolve(),
-        Path(model).expanduser().resolve(),
-    }
+    refuse_inputs(out, {"results": [results, path], "model": model})
     target = output_path(out, "out", replaced=False)
-    if target.resolve() in inputs or any(p in target.resolve().parents for p in inputs if p.is_dir()):
-        raise ConfigError(
-            "is one of the inputs or inside one, which are never modified.",
-            field="out",
-            value=str(out),
-            fix="Pass a new file, e.g. placement.json.",
-        )
     record = place_from_results(data, manifest, routers)
     record["results"] = str(path.resolve())
     record["model"] = str(Path(model).resolve())

@@ -9,6 +9,7 @@ Only rank 0 claims the partial folder, after every rank has checked it.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -234,7 +235,10 @@ def setup(config: RouterConfig) -> RouterRun:
     config, placed = resolve_anchor(config)
     manifest, lam, specs = check_against_bundle(config)
     target = parse_target(config.target_point, manifest["objectives"])
-    inputs = {"model": config.model, "prompts": config.prompts, "placement": config.placement}
+    from hoe.model.bundle import bundle_base
+
+    base = bundle_base(manifest["base"], Path(config.model))  # loaded too: never an output
+    inputs = {"model": config.model, "base": base, "prompts": config.prompts, "placement": config.placement}
     folder = RunFolder.open(config.out, config.resume, config.overwrite, inputs=inputs)
     prompts = [p.text for p in load_prompts(config.prompts, config.split)]
     dist = Dist.from_env(config.device)
