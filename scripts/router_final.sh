@@ -5,7 +5,8 @@
 #             (runs/study/compare/results.json), ties by the order of the study
 #   train     the placement's next picks with it, each on the bundle of the previous (--anchor auto)
 #   eval      on smol:eval (147 prompts, grid 1/4, 2 samples, the make-results protocol): the final bundle's
-#             hoe and hoe-lora; the make-demo bundle's hoe (today's three routers)
+#             hoe and hoe-lora (the previous Tchebycheff routers are measured in results/smol3: on this
+#             machine their merged experts differ in the last bits, so make demo cannot attach them)
 #   apart     the routers at their anchors on the apart prompts (32, written apart from smol), 4 samples
 #   lora3     the same protocol for the 3 single-objective LoRA experts alone
 #   ablation  hoe ablation -> results/smol3-ablation/
@@ -56,8 +57,6 @@ stage_train() {
 
 stage_eval() {
   $HOE evaluate --model $F/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/final
-  mkdir -p $F/eval/today/points && cp -rn $F/eval/final/points/hoe-lora $F/eval/today/points/ 2>/dev/null || true
-  $HOE evaluate --model runs/demo/bundle --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/today
 }
 
 stage_lora3() {
@@ -79,7 +78,6 @@ stage_ablation() {
   $HOE ablation --out results/smol3-ablation --reference "6 LoRA (HoE-LoRA)" \
     --row "3 LoRA=$F/eval/lora3:hoe-lora" \
     --row "6 LoRA (HoE-LoRA)=$F/eval/final:hoe-lora" \
-    --row "6 LoRA + 3 routers (today: Tchebycheff, uniform start)=$F/eval/today:hoe" \
     --row "6 LoRA + 2 placed routers ($(cat $F/chosen.txt))=$F/eval/final:hoe"
 }
 
