@@ -5,7 +5,10 @@
    `hoe train-expert`) when present, otherwise random rank-8 LoRA adapters standing in for them (the demo says
    so: their outputs are not aligned to anything);
 3. `hoe extract`  -> LoRA experts by task-SVD;
-4. `hoe merge`    -> multi-objective experts at the three edge midpoints (PCB-merging);
+4. `hoe merge`    -> multi-objective experts at the three edge midpoints (PCB-merging), or the committed ones of
+   experts/smol3/merged/ when present: PCB-merging relevance and positivity is not bit-reproducible from run to
+   run (two of its 240 tensors move by ~1e-6: a near-degenerate SVD on 2 threads), and a router attaches only
+   to the exact experts it was trained with;
 5. `hoe build`    -> one HoE bundle (6 LoRA experts, preference routing, and the committed router experts of
    experts/smol3/routers/ when they fit these experts);
 6. `hoe evaluate` on a few eval prompts at the vertices, edge midpoints and centroid: HoE against Rewarded
@@ -44,7 +47,9 @@ def stand_in_adapters(out: Path, rank: int = 8) -> dict[str, Path]:
     names = sorted({m.name.rsplit(".", 1)[-1] for m in find_target_modules(base)} & {"q_proj", "v_proj"})
     folders = {}
     for i, objective in enumerate(OBJECTIVES):
-        model = get_peft_model(load_base_model(SMOLLM2), LoraConfig(r=rank, lora_alpha=rank, target_modules=names))
+        model = get_peft_model(
+            load_base_model(SMOLLM2), LoraConfig(r=rank, lora_alpha=rank, target_modules=names)
+        )
         g = torch.Generator().manual_seed(i)
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -71,16 +76,36 @@ def main() -> None:
         tuned = {o: args.experts / o for o in OBJECTIVES}
         print(f"single-objective models: trained smol3 experts from {args.experts}")
     else:
-        print("single-objective models: NONE TRAINED YET - random stand-in adapters (outputs are not aligned)")
+        print(
+            "single-objective models: NONE TRAINED YET - random stand-in adapters (outputs are not aligned)"
+        )
         tuned = stand_in_adapters(work / "stand-ins")
     experts = extract(SMOLLM2, tuned, rank=args.rank, out=work / "experts", overwrite=True, progress=False)
+    committed = args.experts / "merged"  # the merges the committed routers were trained with, when present
     for a, b in itertools.combinations(OBJECTIVES, 2):
-        experts[f"{a}-{b}"] = merge({a: experts[a], b: experts[b]}, {a: 0.5, b: 0.5}, rank=args.rank,
-                                    out=work / "merged" / f"{a}-{b}", method="pcb", overwrite=True, progress=False)
+        name = f"{a}-{b}"
+        if (committed / name / "adapter_config.json").is_file() and args.rank == 8:
+            experts[name] = committed / name
+            continue
+        experts[name] = merge(
+            {a: experts[a], b: experts[b]},
+            {a: 0.5, b: 0.5},
+            rank=args.rank,
+            out=work / "merged" / name,
+            method="pcb",
+            overwrite=True,
+            progress=False,
+        )
+    if all(experts[f"{a}-{b}"].parent == committed for a, b in itertools.combinations(OBJECTIVES, 2)):
+        print(
+            f"merged experts: the committed PCB merges of {committed} (what the committed routers were trained with)"
+        )
     routers = sorted(p.parent for p in (args.experts / "routers").glob(f"*/{ROUTER_MANIFEST}"))
     try:
         bundle = build(SMOLLM2, experts, work / "bundle", overwrite=True, trained_routers=routers)
-    except CheckpointError as e:  # another machine's SVD can differ in the last bits from the routers' experts
+    except (
+        CheckpointError
+    ) as e:  # another machine's SVD can differ in the last bits from the routers' experts
         print(f"warning: the committed routers do not fit these experts ({e.problem}); HoE without routers")
         routers, bundle = [], build(SMOLLM2, experts, work / "bundle", overwrite=True)
     print(f"router experts: {', '.join(p.name for p in routers) or 'none'}")
