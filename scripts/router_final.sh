@@ -9,6 +9,7 @@
 #             machine their merged experts differ in the last bits, so make demo cannot attach them)
 #   apart     the routers at their anchors on the apart prompts (32, written apart from smol), 4 samples
 #   lora3     the same protocol for the 3 single-objective LoRA experts alone
+#   midpoints the 3 LoRA experts with a router at each edge midpoint instead of a merged expert
 #   ablation  hoe ablation -> results/smol3-ablation/
 # Usage: scripts/router_final.sh [STAGE...]
 set -euo pipefail
@@ -74,13 +75,33 @@ import json; [print(','.join(str(v) for v in p['anchor'])) for p in json.load(op
     --batch-size 32 --no-progress --out $F/eval/apart
 }
 
+stage_midpoints() {
+  # the paper's other question: a router at each edge midpoint of the 3 LoRA experts, instead of a merged expert
+  local name; name=$(cat $F/chosen.txt)
+  local prev=$S/lora3
+  for a in "relevance=0.5,positivity=0.5,brevity=0" "relevance=0.5,positivity=0,brevity=0.5" \
+           "relevance=0,positivity=0.5,brevity=0.5"; do
+    local tag; tag=$(echo "$a" | tr -cd '0-9,' | tr ',' '-')
+    local out=$F/mid/$tag
+    if [ ! -f $out/hoe_bundle.json ]; then
+      local resume=(); [ -d $F/mid/.$tag.partial ] && resume=(--resume)
+      $HOE train-router --model $prev --anchor "$a" --name "mid-$tag" --out $out "${COMMON[@]}" ${OPTS[$name]} \
+        "${resume[@]}"
+    fi
+    prev=$out
+  done
+  mkdir -p $F/eval/lora3-mid/points && cp -rn $F/eval/lora3/points/hoe-lora $F/eval/lora3-mid/points/ 2>/dev/null || true
+  $HOE evaluate --model $prev --methods hoe,hoe-lora "${PROTOCOL[@]}" --out $F/eval/lora3-mid
+}
+
 stage_ablation() {
   $HOE ablation --out results/smol3-ablation --reference "6 LoRA (HoE-LoRA)" \
     --row "3 LoRA=$F/eval/lora3:hoe-lora" \
+    --row "3 LoRA + 3 routers at the edge midpoints ($(cat $F/chosen.txt))=$F/eval/lora3-mid:hoe" \
     --row "6 LoRA (HoE-LoRA)=$F/eval/final:hoe-lora" \
     --row "6 LoRA + 2 placed routers ($(cat $F/chosen.txt))=$F/eval/final:hoe"
 }
 
 stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(choose train eval apart lora3 ablation)
+[ ${#stages[@]} -gt 0 ] || stages=(choose train eval apart lora3 midpoints ablation)
 for s in "${stages[@]}"; do echo "== $s"; "stage_$s"; done
