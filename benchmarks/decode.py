@@ -15,7 +15,7 @@ Modes, each against the base model run the same way, interleaved in one process:
                    :class:`hoe.evaluation.mod.Fusion`).
 
 Reported (one JSON line): ops per decode step (leaf aten ops, views and allocations excluded,
-:func:`hoe.model.op_count.ops_per_decode_step`) and their ratio to base, at batch 1 and 8; the milliseconds a
+`op_count.ops_per_decode_step` beside this script) and their ratio to base, at batch 1 and 8; the milliseconds a
 call spends writing its state into the layers before it decodes, with a new λ and with the last call's
 (``call_setup_ms``, median; counted in every generate call's tokens/s too); median tokens/s
 and its ratio to base at each batch size; with ``--compile`` the compiled modes too (static KV cache,
@@ -36,12 +36,12 @@ import time
 import torch
 
 from hoe.backbones import SMOLLM2
+from hoe.bundle.folder import load_base_model
 from hoe.evaluation.mod import Fusion
 from hoe.experts.targets import find_target_modules
 from hoe.io.adapters import LoraWeights
-from hoe.model.bundle import load_base_model
 from hoe.model.hoe_model import ExpertSpec, HoEModel
-from hoe.model.op_count import ops_per_decode_step
+from op_count import ops_per_decode_step  # noqa: E402  (beside this script)
 
 ANCHORS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5)]
 OBJECTIVES = ["relevance", "positivity", "brevity"]

@@ -1,4 +1,4 @@
-"""Benchmark: per-row seeded sampling (hoe.model.sampling) against transformers' batch sampling.
+"""Benchmark: per-row seeded sampling (hoe.generation.sampling) against transformers' batch sampling.
 
 SmolLM2-135M-Instruct, 8 eval prompts in one batch, chat template, T = 0.7, exactly ``--new-tokens`` new
 tokens (``min_new_tokens`` = ``max_new_tokens``, so both variants do the same work), interleaved repeats in one
@@ -18,10 +18,10 @@ import time
 import torch
 
 from hoe.backbones import SMOLLM2
+from hoe.bundle.folder import load_base_model
 from hoe.data.prompts import load_prompts
-from hoe.model.bundle import load_base_model
-from hoe.model.generation import encode_prompts, load_tokenizer
-from hoe.model.sampling import RowSeededSampler
+from hoe.generation.sampling import RowSeededSampler
+from hoe.generation.text import encode_prompts, load_tokenizer
 
 
 def main() -> None:

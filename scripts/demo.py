@@ -29,10 +29,10 @@ import torch
 
 from hoe import EvaluateConfig, build, evaluate, extract, merge
 from hoe.backbones import SMOLLM2
+from hoe.bundle.folder import load_base_model
+from hoe.bundle.router_folder import ROUTER_MANIFEST
 from hoe.errors import CheckpointError
 from hoe.experts.targets import find_target_modules
-from hoe.model.bundle import load_base_model
-from hoe.model.router_folder import ROUTER_MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = ["relevance", "positivity", "brevity"]

@@ -36,14 +36,14 @@ from pathlib import Path
 
 import torch
 
+from hoe.bundle.router_folder import TRAINING_RECORD, attach_router
 from hoe.data.prompts import load_prompts
 from hoe.evaluation.metrics import bootstrap_counts
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import mean_se, seeded_rewards
+from hoe.generation.text import load_tokenizer
 from hoe.io.atomic import atomic_file
-from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
-from hoe.model.router_folder import TRAINING_RECORD, attach_router
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 from hoe.scalarisation.tchebycheff import tchebycheff_utility

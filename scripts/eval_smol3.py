@@ -6,7 +6,7 @@ template, sampling T = 0.7, 48 new tokens), score all three objectives, and repo
 - the mean ± standard error over prompts (each prompt's score is the mean of its samples), and
 - for each expert, the paired difference to the base model, prompt by prompt, mean ± s.e. and z = mean / s.e.
 
-Sample s of prompt i is seeded ``s * n + i`` for every model (hoe.model.sampling), so the base model and an
+Sample s of prompt i is seeded ``s * n + i`` for every model (hoe.generation.sampling), so the base model and an
 expert draw the same uniforms on the same prompt: the paired differences carry no sampling noise that the two
 models share. Writes experts/smol3/eval.json and prints Markdown tables.
 
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from hoe.backbones import SMOLLM2
+from hoe.bundle.folder import load_base_model
 from hoe.data.prompts import load_prompts
 from hoe.evaluation.paired import mean_se, seeded_rewards
-from hoe.model.bundle import load_base_model
-from hoe.model.generation import load_tokenizer
+from hoe.generation.text import load_tokenizer
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.provenance import command_line, versions
 

@@ -32,8 +32,8 @@ import torch
 from hoe.data.prompts import load_prompts
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.paired import seeded_rewards
+from hoe.generation.text import load_tokenizer
 from hoe.io.atomic import atomic_file
-from hoe.model.generation import load_tokenizer
 from hoe.model.hoe_model import HoEModel
 from hoe.objectives import ObjectiveContext, build_objectives
 from hoe.preference import simplex_lattice

@@ -99,7 +99,7 @@ def test_extract_merge_build_generate(tmp_path):
 
 
 def test_generate_text_with_a_plain_causal_lm(tmp_path):
-    from hoe.model.generation import generate_text, load_tokenizer
+    from hoe.generation.text import generate_text, load_tokenizer
 
     base = save_model(build_model("llama"), tmp_path / "base")
     char_tokenizer().save_pretrained(base)

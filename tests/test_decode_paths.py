@@ -15,7 +15,7 @@ from hoe.experts.targets import find_target_modules
 from hoe.io.adapters import LoraWeights
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.model.layer import HoELinear
-from hoe.model.op_count import ops_per_decode_step
+from op_count import ops_per_decode_step
 
 from conftest import build_model
 

@@ -20,10 +20,10 @@ import torch
 from safetensors import safe_open
 
 from hoe import build, extract, merge, save_router
+from hoe.bundle.folder import MANIFEST_SCHEMA, load_bundle, read_manifest
+from hoe.bundle.router_folder import read_router
 from hoe.errors import HoEError
 from hoe.io.adapters import read_adapter
-from hoe.model.bundle import MANIFEST_SCHEMA, load_bundle, read_manifest
-from hoe.model.router_folder import read_router
 from hoe.training import loop, router_card
 from hoe.training.run_folder import RunFolder
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hoe.evaluation.paired import mean_se, seeded_rewards
-from hoe.model.generation import generate_text, load_tokenizer
+from hoe.generation.text import generate_text, load_tokenizer
 from hoe.objectives import ObjectiveContext, build_objectives, score_matrix
 
 from conftest import build_model, save_model

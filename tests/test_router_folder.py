@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from hoe import HoEModel, build, save_router
+from hoe.bundle.router_folder import ROUTER_FILE, ROUTER_MANIFEST
 from hoe.errors import CheckpointError, ConfigError
-from hoe.model.router_folder import ROUTER_FILE, ROUTER_MANIFEST
 
 from bad_input.helpers import cli
 from conftest import build_model, make_peft_adapter, save_model

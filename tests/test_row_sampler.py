@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hoe.model.sampling import RowSampler, RowSeededSampler, nucleus
+from hoe.generation.sampling import RowSampler, RowSeededSampler, nucleus
 
 
 def test_with_top_p_one_it_draws_what_the_seeded_sampler_draws():

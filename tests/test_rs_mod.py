@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hoe.bundle.folder import load_base_model
 from hoe.evaluation.mod import Fusion, mod_sample_ids, mod_scores
 from hoe.evaluation.rewarded_soups import RewardedSoup, open_tuned, soup_tensor
+from hoe.generation.text import load_tokenizer, prepare_batch, sample_ids
 from hoe.io.checkpoint import Checkpoint
-from hoe.model.bundle import load_base_model
-from hoe.model.generation import load_tokenizer, prepare_batch, sample_ids
 
 from conftest import build_model, make_peft_adapter, save_model
 from tiny_lm import char_tokenizer

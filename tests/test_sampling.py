@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from hoe.errors import ConfigError
-from hoe.model.generation import generate_text, load_tokenizer
-from hoe.model.sampling import RowSeededSampler, inverse_cdf_sample
+from hoe.generation.sampling import RowSeededSampler, inverse_cdf_sample
+from hoe.generation.text import generate_text, load_tokenizer
 
 from conftest import build_model, save_model
 from tiny_lm import char_tokenizer

@@ -6,6 +6,8 @@ name here: :func:`extract`, :func:`merge`, :func:`build`, :func:`generate`, :fun
 :func:`place_routers`, :func:`evaluate`, :func:`ablation`.
 """
 
+from hoe.bundle.build import build
+from hoe.bundle.router_folder import save_router
 from hoe.errors import (
     CheckpointError,
     ConfigError,
@@ -21,11 +23,9 @@ from hoe.evaluation.ablation import ablation
 from hoe.evaluation.evaluate import EvaluateConfig, evaluate
 from hoe.experts.extract import extract
 from hoe.experts.merge import merge
-from hoe.model.build import build
-from hoe.model.export import export
-from hoe.model.generation import generate, load_tokenizer
+from hoe.export.merged import export
+from hoe.generation.text import generate, load_tokenizer
 from hoe.model.hoe_model import HoEModel
-from hoe.model.router_folder import save_router
 from hoe.server import serve
 from hoe.training import ExpertConfig, RouterConfig, train_expert, train_router
 from hoe.training.placement import place_routers

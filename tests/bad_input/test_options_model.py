@@ -16,7 +16,7 @@ import pytest
 
 from hoe import HoEModel
 from hoe.errors import ConfigError, ConfigErrors
-from hoe.model.generation import generate_text, load_tokenizer
+from hoe.generation.text import generate_text, load_tokenizer
 
 from bad_input.helpers import assert_refused, cli, snapshot
 
@@ -206,7 +206,7 @@ def test_a_seed_out_of_range_is_refused_before_loading(tiny, capsys, seed):
 
 
 def test_the_largest_seed_still_samples(loaded):
-    from hoe.model.generation import MAX_SEED, generate_text
+    from hoe.generation.text import MAX_SEED, generate_text
 
     model, tokenizer = loaded
     out = generate_text(model, tokenizer, ["hi", "yo"], "0.5,0.5", max_new_tokens=2, seed=MAX_SEED - 1)
@@ -230,7 +230,7 @@ def test_serve_start_up_numbers_are_refused_before_loading(tiny, capsys, args, f
 
 
 def test_evaluate_does_not_suggest_a_truncation_it_has_not(loaded):
-    from hoe.model.generation import prepare_batch
+    from hoe.generation.text import prepare_batch
 
     model, tokenizer = loaded
     long = "word " * 4000

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import typer
 
+from hoe.bundle.build import build as build_bundle
+from hoe.bundle.router_folder import save_router as save_router_folder
 from hoe.cli import app
 from hoe.cli.parsing import parse_named
 from hoe.errors import ConfigError
-from hoe.model.build import build as build_bundle
-from hoe.model.router_folder import save_router as save_router_folder
 
 
 def split_anchor(value: str) -> tuple[str, str | None]:
@@ -107,7 +107,7 @@ def export(
 ) -> None:
     """Merge the LoRA experts at one preference into the base weights: a checkpoint that transformers, vLLM
     or TGI load as is (router experts are left out: token-level routing needs `hoe serve`)."""
-    from hoe.model.export import export as export_checkpoint
+    from hoe.export.merged import export as export_checkpoint
 
     typer.echo(f"checkpoint: {export_checkpoint(model, preference, out, dtype, overwrite)}")
 
@@ -147,7 +147,7 @@ def generate(
     device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
 ) -> None:
     """Generate text with an HoE bundle at a preference."""
-    from hoe.model.generation import generate as generate_responses
+    from hoe.generation.text import generate as generate_responses
 
     with _prompts_as_argument():
         responses = generate_responses(

@@ -159,9 +159,9 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
 
 
 def _check_inputs(config: EvaluateConfig) -> _Inputs:
+    from hoe.bundle.folder import bundle_base, read_manifest
     from hoe.data.prompts import load_prompts
     from hoe.devices import resolve_device
-    from hoe.model.bundle import bundle_base, read_manifest
     from hoe.preference import simplex_lattice
 
     manifest = read_manifest(config.model)
@@ -272,7 +272,7 @@ def _check_out(out: str, inputs: Inputs) -> Path:
 
 
 def _setup(config: EvaluateConfig, inputs: _Inputs):
-    from hoe.model.generation import eos_token_ids, load_tokenizer
+    from hoe.generation.text import eos_token_ids, load_tokenizer
     from hoe.objectives import ObjectiveContext, build_objectives
 
     models = Models(Path(config.model), inputs.manifest, inputs.soup, DTYPES[config.dtype], inputs.device)

@@ -1,6 +1,6 @@
 """Methods compared on one protocol (BENCH.md §1): each answers prompts at a preference λ with given seeds.
 
-Every method decodes the same way (:func:`hoe.model.generation.sample_ids`: chat template, ``max_new_tokens``,
+Every method decodes the same way (:func:`hoe.generation.text.sample_ids`: chat template, ``max_new_tokens``,
 ``temperature``, the per-row seeded inverse-CDF sampler), so on the same prompt and seed two methods draw the
 same uniforms (common random numbers) and differ only where their next-token distributions do.
 
@@ -32,7 +32,7 @@ import torch
 from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
 from hoe.evaluation.mod import mod_sample_ids
 from hoe.evaluation.models import Models
-from hoe.model.generation import prepare_batch, sample_ids
+from hoe.generation.text import prepare_batch, sample_ids
 from hoe.registry import Registry
 
 

@@ -7,7 +7,7 @@ At a preference λ the next token of every row is drawn from
 
 over the models π_i with λ_i > 0: one forward pass per such model and token, each model with its own KV
 cache. The first of them generates through ``transformers`` (so EOS, padding and the per-row seeded sampler
-are those of every other method, :func:`hoe.model.generation.sample_ids`); :class:`Fusion`, a logits
+are those of every other method, :func:`hoe.generation.text.sample_ids`); :class:`Fusion`, a logits
 processor, runs the others on the same tokens and replaces the scores by ``Σ_i λ_i log_softmax(z_i)``, which
 the sampler then divides by T. With one model (a vertex of the simplex) nothing is fused: ``softmax(log π / T)``
 is ``softmax(z / T)``, so the model is sampled exactly as on its own.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hoe.model.generation import sample_ids
+from hoe.generation.text import sample_ids
 
 
 def mod_scores(logits: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
+from hoe.bundle.folder import bundle_base, load_base_model
 from hoe.errors import CheckpointError, ConfigError
 from hoe.evaluation.rewarded_soups import RewardedSoup, TunedModel, open_tuned
 from hoe.io.adapters import read_record
 from hoe.io.checkpoint import Checkpoint
 from hoe.io.resolve import resolve_model_dir
-from hoe.model.bundle import bundle_base, load_base_model
 
 
 def tuned_refs(bundle: Path, manifest: dict, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -168,7 +168,7 @@ def bundle_digest(folder: str | Path, part: str) -> str:
     """The content id of what loading one part of a bundle reads: ``experts`` (the base, objectives and
     expert entries of the manifest, and ``experts/``) or ``routers`` (the router entries and
     ``routers.safetensors``); not the manifest's command, training checkpoints or reports beside them."""
-    from hoe.model.bundle import MANIFEST, ROUTERS_FILE
+    from hoe.bundle.folder import MANIFEST, ROUTERS_FILE
 
     root = Path(folder)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))  # validated when the bundle loads

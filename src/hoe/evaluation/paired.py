@@ -1,6 +1,6 @@
 """Reward matrices sampled with common random numbers, for paired comparisons of models (BENCH.md §1).
 
-Sample ``s`` of prompt ``i`` (of ``n``) is seeded ``s * n + i`` for every model (:mod:`hoe.model.sampling`), so
+Sample ``s`` of prompt ``i`` (of ``n``) is seeded ``s * n + i`` for every model (:mod:`hoe.generation.sampling`), so
 two models draw the same uniforms on the same prompt and their per-prompt difference carries none of the
 sampling noise they share.
 """
@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from hoe.model.generation import generate_text
+from hoe.generation.text import generate_text
 from hoe.objectives import score_matrix
 
 

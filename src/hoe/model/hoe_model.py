@@ -329,9 +329,9 @@ class HoEModel(nn.Module):
         """The only trainable parameters: every router's weight and bias in every HoE layer."""
         return [p for layer in self.layers.values() for p in (layer.router_weight, layer.router_bias)]
 
-    # ----- persistence (see hoe.model.bundle) -------------------------------------------------------------
+    # ----- persistence (see hoe.bundle.folder) -------------------------------------------------------------
     def save_pretrained(self, bundle_dir: str | Path, overwrite: bool = False) -> Path:
-        from hoe.model.bundle import save_bundle
+        from hoe.bundle.folder import save_bundle
 
         return save_bundle(self, bundle_dir, overwrite)
 
@@ -343,7 +343,7 @@ class HoEModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ) -> HoEModel:
-        from hoe.model.bundle import load_bundle
+        from hoe.bundle.folder import load_bundle
 
         return load_bundle(bundle_dir, base, dtype, device)
 

@@ -14,7 +14,7 @@ def load(model: str | Path, name: str | None = None, limits: Limits | None = Non
          device: str = "auto", scores: bool = True):  # fmt: skip
     """The FastAPI app serving the bundle ``model`` (see :mod:`hoe.server.app`) and its engine."""
     from hoe.devices import resolve_device
-    from hoe.model.generation import eos_token_ids, load_tokenizer
+    from hoe.generation.text import eos_token_ids, load_tokenizer
     from hoe.model.hoe_model import HoEModel
     from hoe.server.app import Served, create_app
     from hoe.server.engine import Engine

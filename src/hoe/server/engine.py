@@ -2,7 +2,7 @@
 
 A worker thread takes the waiting requests (up to ``Limits.max_batch_rows`` rows, waiting at most
 ``Limits.batch_wait_s`` for more once one is there) and decodes them in one ``HoEModel.generate`` call: each
-choice is a row with its own preference, seed, temperature and top-p (:class:`hoe.model.sampling.RowSampler`)
+choice is a row with its own preference, seed, temperature and top-p (:class:`hoe.generation.sampling.RowSampler`)
 and its own token budget and stop strings (:class:`_RowStops`, which also streams each row's new text). A
 row's tokens then depend only on its own request: the same as serving it alone (tested exactly in float32;
 in bf16 the batch can change the rounding of a row, since the matmul shapes and the layers' fast path —
@@ -185,7 +185,7 @@ def _brief(e: Exception) -> str:
 
 def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
     """Decode every choice of ``batch`` in one ``generate`` call; fill each job's choices, stream deltas."""
-    from hoe.model.sampling import RowSampler
+    from hoe.generation.sampling import RowSampler
 
     rows = [(job, choice) for job in batch for choice in job.choices]
     encoded = [job.request.prompt_ids for job, _ in rows]  # tokenised once, when the request was parsed

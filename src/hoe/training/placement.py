@@ -239,8 +239,8 @@ def read_placement(path: str | Path) -> dict:
 def place_routers(results: str | Path, model: str | Path, routers: int, out: str | Path) -> dict:
     """``hoe place-routers``: read ``results`` (``hoe evaluate``'s results.json) and the bundle's manifest,
     place ``routers`` anchors, write the record to ``out`` (whole or not at all) and return it."""
+    from hoe.bundle.folder import read_manifest
     from hoe.io.atomic import atomic_file, output_path, refuse_inputs
-    from hoe.model.bundle import read_manifest
 
     if not isinstance(routers, int) or isinstance(routers, bool) or routers < 1:
         raise ConfigError(f"got {routers!r}.", field="routers", value=routers, fix="Pass at least 1.")

@@ -4,7 +4,7 @@ Prompts are rendered with the tokenizer's chat template (one user turn plus the 
 tokenizer without a template gets ``prompt + "\\n"``. Sampling is pure temperature sampling (no top-k /
 top-p) from the left-padded batch: :func:`sample` draws ``K`` responses per prompt from torch's generator
 seeded once (the expert recipe); :func:`sample_rows` gives every row its own seed
-(:class:`~hoe.model.sampling.RowSeededSampler`), so a row's response does not depend on the other rows of its
+(:class:`~hoe.generation.sampling.RowSeededSampler`), so a row's response does not depend on the other rows of its
 batch, nor on which process generates it (the router recipe).
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from hoe.devices import module_device
-from hoe.model.generation import encode_prompts
+from hoe.generation.text import encode_prompts
 from hoe.training.rl import response_mask, token_logprobs
 
 
@@ -109,7 +109,7 @@ def sample_rows(
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from hoe.model.sampling import RowSeededSampler
+    from hoe.generation.sampling import RowSeededSampler
 
     lm = getattr(model, "base_model", model)  # an HoEModel's generation config is its base model's
     chat = bool(getattr(tokenizer, "chat_template", None))

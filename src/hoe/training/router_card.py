@@ -1,6 +1,6 @@
 """The trained router on disk: the new bundle, its training record and a card.
 
-``<out>/`` is a complete HoE bundle (:mod:`hoe.model.bundle`: the input bundle's experts and routers plus the
+``<out>/`` is a complete HoE bundle (:mod:`hoe.bundle.folder`: the input bundle's experts and routers plus the
 new router, whose manifest entry fingerprints the experts it mixes), with ``hoe_router_training.json`` (the
 exact command, config, seed, z* and where it came from, the calibration, final OMD weights and KL
 coefficient, versions and the per-step log), ``log.jsonl`` and ``checkpoints/`` (to resume with more steps;
@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
-from hoe.model.bundle import write_bundle
+from hoe.bundle.folder import write_bundle
 from hoe.provenance import command_line, versions
 from hoe.training.card import made_by, summarise
 

@@ -53,7 +53,7 @@ REFERENCE_WEIGHTS = {"soup": soup_reference, "hoe-lora": lora_hoe_reference}
 def check_against_bundle(config: RouterConfig) -> tuple[dict, torch.Tensor, list[str]]:
     """What needs the bundle's manifest (cheap: no weights): the anchor, the objectives' names, the router's
     name and place, the reference's experts. Every problem at once. Returns (manifest, λ, objective specs)."""
-    from hoe.model.bundle import read_manifest
+    from hoe.bundle.folder import read_manifest
     from hoe.objectives.base import specs_for
     from hoe.preference import to_simplex
 
@@ -214,7 +214,7 @@ def resolve_anchor(config: RouterConfig) -> tuple[RouterConfig, dict | None]:
     ``--name`` is given. Returns the config with the anchor written out, and the pick."""
     import dataclasses
 
-    from hoe.model.bundle import read_manifest
+    from hoe.bundle.folder import read_manifest
     from hoe.training.placement import next_anchor, nth_anchor, read_placement
 
     if not str(config.anchor).startswith("auto"):
@@ -235,7 +235,7 @@ def setup(config: RouterConfig) -> RouterRun:
     config, placed = resolve_anchor(config)
     manifest, lam, specs = check_against_bundle(config)
     target = parse_target(config.target_point, manifest["objectives"])
-    from hoe.model.bundle import bundle_base
+    from hoe.bundle.folder import bundle_base
 
     base = bundle_base(manifest["base"], Path(config.model))  # loaded too: never an output
     inputs = {"model": config.model, "base": base, "prompts": config.prompts, "placement": config.placement}
@@ -275,7 +275,7 @@ def _build(
     specs: list[str],
     prompts: list[str],
 ) -> RouterRun:
-    from hoe.model.generation import load_tokenizer
+    from hoe.generation.text import load_tokenizer
     from hoe.model.hoe_model import HoEModel
 
     model = HoEModel.from_pretrained(config.model, dtype=DTYPES[config.dtype], device=dist.device)

@@ -10,7 +10,7 @@ same LoRA experts.
 
 A router's weights score the bundle's LoRA experts by position, so :func:`attach_router` accepts a router only
 in a model whose experts are exactly those it was trained with (same names, order and fingerprints; see
-:mod:`hoe.model.fingerprint`) and otherwise raises :class:`~hoe.errors.CheckpointError` naming both sides.
+:mod:`hoe.bundle.fingerprint`) and otherwise raises :class:`~hoe.errors.CheckpointError` naming both sides.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from hoe.bundle.fingerprint import check_router, expert_fingerprint
 from hoe.errors import CheckpointError, ConfigError
 from hoe.io.atomic import atomic_output_dir, refuse_inputs
-from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import HoEModel
 
 ROUTER_MANIFEST = "hoe_router.json"
@@ -45,7 +45,7 @@ def save_router(
 
     Reads the bundle's manifest and ``routers.safetensors`` only; the base model is not loaded.
     """
-    from hoe.model.bundle import ROUTERS_FILE, read_manifest
+    from hoe.bundle.folder import ROUTERS_FILE, read_manifest
 
     folder = Path(model)
     refuse_inputs(out, {"model": folder})
@@ -139,7 +139,7 @@ def attach_router(model: HoEModel, path: str | Path, weights: list[dict] | None 
     ``weights``: the model's expert factors, one dict per expert (computed from the model when omitted), whose
     fingerprints must equal those the router was trained with, name by name and in order.
     """
-    from hoe.model.bundle import model_expert_weights
+    from hoe.bundle.folder import model_expert_weights
 
     record, tensors = read_router(path)
     if weights is None:

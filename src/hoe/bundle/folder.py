@@ -7,7 +7,7 @@
       routers.safetensors      per adapted module: ``<module>.router_weight`` (R, E, in), ``.router_bias`` (R, E)
       README.md                a card
 
-Each router in the manifest carries the fingerprint of the LoRA experts it mixes (:mod:`hoe.model.fingerprint`);
+Each router in the manifest carries the fingerprint of the LoRA experts it mixes (:mod:`hoe.bundle.fingerprint`);
 loading a router next to other experts than those is refused.
 
 Loading validates everything (the manifest against :data:`MANIFEST_SCHEMA`, expert shapes against the base,
@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from hoe.bundle.fingerprint import check_router, expert_fingerprint
 from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
 from hoe.io.adapters import LoraWeights, read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint, SafetensorsFile
 from hoe.io.resolve import stored_ref
-from hoe.model.fingerprint import check_router, expert_fingerprint
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.preference import to_simplex
 from hoe.provenance import command_line, versions

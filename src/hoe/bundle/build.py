@@ -7,14 +7,14 @@ from pathlib import Path
 
 import torch
 
+from hoe.bundle.folder import load_base_model, stored_base
+from hoe.bundle.router_folder import attach_router, read_router
 from hoe.errors import ConfigError, PreferenceError
 from hoe.experts.extract import validate_names
 from hoe.io.adapters import read_adapter, read_record
 from hoe.io.atomic import check_output_dir
-from hoe.model.bundle import load_base_model, stored_base
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.model.router import warn_if_on_an_expert
-from hoe.model.router_folder import attach_router, read_router
 from hoe.preference import PreferenceLike, to_simplex
 
 
@@ -34,7 +34,7 @@ def build(
     explicit anchor in ``anchors`` whose record is not a merged one. A merged expert's anchor is taken from
     ``anchors`` or its own record (``hoe merge`` writes it). ``routers`` (name -> anchor) adds untrained router
     experts (uniform mixtures of their nearest LoRA experts) for later training; ``trained_routers`` attaches
-    router folders written by :func:`~hoe.model.router_folder.save_router`, each refused unless these experts
+    router folders written by :func:`~hoe.bundle.router_folder.save_router`, each refused unless these experts
     are exactly the ones it was trained with (names, order, fingerprints). A ``base`` that is a local
     folder is stored as an absolute path, so the bundle loads from any directory.
 

@@ -18,8 +18,8 @@ import torch
 
 from hoe.devices import module_device
 from hoe.errors import ConfigError, HoEError, bad_value, raise_all
+from hoe.generation.sampling import RowSeededSampler
 from hoe.model.hoe_model import HoEModel
-from hoe.model.sampling import RowSeededSampler
 from hoe.preference import PreferenceLike
 
 SANE_CONTEXT = 10_000_000
@@ -52,8 +52,8 @@ def generate(
 
     What can be checked without the model (preference, options, device) is checked before it loads.
     """
+    from hoe.bundle.folder import read_manifest
     from hoe.devices import resolve_device
-    from hoe.model.bundle import read_manifest
     from hoe.preference import to_simplex_batch
 
     to_simplex_batch(preference, read_manifest(Path(model))["objectives"], len(prompts))
@@ -82,7 +82,7 @@ def generate_text(
 
     ``model`` is an :class:`HoEModel` (then ``preference`` is required) or any causal LM (``preference=None``).
 
-    Sampling is seeded per row (:mod:`hoe.model.sampling`): ``seed`` is one seed per prompt, or an int ``s``
+    Sampling is seeded per row (:mod:`hoe.generation.sampling`): ``seed`` is one seed per prompt, or an int ``s``
     that gives prompt i the seed ``s + i``. A prompt's response then depends on its seed, not on its batch.
     ``seed=None`` samples from torch's global generator as it stands.
 
