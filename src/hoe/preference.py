@@ -24,6 +24,9 @@ import torch
 from hoe.errors import PreferenceError, bad_value
 
 PreferenceLike = str | Mapping[str, float] | Sequence[float] | torch.Tensor
+"""A preference, or any vector over the objectives, as a caller may write it (see the module's docstring)."""
+Preference = str | dict[str, float] | list[float]
+"""The same as a config file or a flag holds it (JSON-friendly: the config dataclasses' field type)."""
 
 
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity)|nan", re.IGNORECASE)
@@ -199,6 +202,29 @@ def _short(x: object) -> object:
 
 MAX_LATTICE = 10_000
 """The most preferences a lattice may hold: each is a whole evaluation point (minutes of decoding)."""
+
+
+def objective_vector(given: PreferenceLike, names: Sequence[str], field: str) -> torch.Tensor:
+    """Any finite vector over the objectives (a reference point, a target z*), (m,) float64, written like a
+    preference (``"a=0,b=-0.5"``, ``"0,-0.5"``, a mapping, a list) but not put on the simplex: values may be
+    negative and need not sum to 1. A mapping names every objective."""
+    values = parse_preference_text(given, field) if isinstance(given, str) else given
+    names = list(names)
+    if isinstance(values, Mapping):
+        missing = [n for n in names if n not in values]
+        unknown = [k for k in values if k not in names]
+        if missing or unknown:
+            raise bad_value(
+                field, given, f"Give one value per objective {names} (missing {missing}, unknown {unknown})."
+            )
+        values = [values[n] for n in names]
+    try:
+        t = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise bad_value(field, given, f"Give one number per objective {names}.") from None
+    if t.shape != (len(names),) or not torch.isfinite(t).all():
+        raise bad_value(field, given, f"Give one finite number per objective {names}.")
+    return t
 
 
 def _compositions(total: int, parts: int):

@@ -27,15 +27,15 @@ from typing import Any
 
 import torch
 
+from hoe.dtypes import DTYPES
 from hoe.errors import ConfigError, HoEError, OutputExistsError, bad_value, raise_all
 from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
 from hoe.evaluation.models import Models, bundle_digest, digest, open_tuned_models, tuned_refs
 from hoe.evaluation.sweep import Plan, load_finished, run_sweep, verify_points
-from hoe.experts.extract import DTYPES
 from hoe.io.atomic import Inputs, atomic_file, output_path, refuse_inputs
+from hoe.preference import Preference
 from hoe.validation import at_least, non_empty, one_of, validate, whole_at_least
 
-Preference = str | dict[str, float] | list[float]
 ALL_METHODS = ("hoe", "hoe-lora", "soup", "rs", "mod", "base", "experts")
 SMOL3_REFERENCE = {"relevance": 0.0, "positivity": -0.5, "brevity": 0.0}
 """BENCH.md §1's hypervolume reference point for the smol3 objectives (the built-in kinds of these names)."""
@@ -203,7 +203,7 @@ def reference_point(given: Preference | None, names: list[str], specs: list[str]
     """The hypervolume reference point (m,): ``given`` (``a=0,b=-0.5`` or ``0,-0.5``), or BENCH.md's for the
     smol3 objectives when each is its built-in kind."""
     from hoe.objectives.base import split_name
-    from hoe.preference import parse_preference_text
+    from hoe.preference import objective_vector
 
     if given is None:
         kinds = [split_name(s)[1].partition(":")[0] for s in specs]
@@ -215,18 +215,7 @@ def reference_point(given: Preference | None, names: list[str], specs: list[str]
                 "chosen before looking at the results.",
             )
         return torch.tensor([SMOL3_REFERENCE[n] for n in names], dtype=torch.float64)
-    values = parse_preference_text(given, "reference_point") if isinstance(given, str) else given
-    if isinstance(values, dict):
-        if sorted(values) != sorted(names):
-            raise bad_value("reference_point", given, f"Give one value per objective {names}.")
-        values = [values[n] for n in names]
-    try:
-        t = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise bad_value("reference_point", given, f"Give one number per objective {names}.") from None
-    if t.shape != (len(names),) or not torch.isfinite(t).all():
-        raise bad_value("reference_point", given, f"Give one finite number per objective {names}.")
-    return t
+    return objective_vector(given, names, "reference_point")
 
 
 def _grid(lattice: torch.Tensor, extra: list[Preference], names: list[str]) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import torch
 
-from hoe.evaluation.mixtures import FixedMixture, lora_only_weights
+from hoe.evaluation.mixtures import FixedMixture
 from hoe.evaluation.mod import mod_sample_ids
 from hoe.evaluation.models import Models
 from hoe.generation.text import prepare_batch, sample_ids
@@ -160,11 +160,11 @@ class HoE(_BundleMethod):
 @METHODS.register("hoe-lora")
 class HoELoRA(_BundleMethod):
     def computes(self, lam):
-        return _lora(lora_only_weights(self.models.bundle(), lam))
+        return _lora(self.models.bundle().lora_only_weights(lam))
 
     def sample(self, batch, lam, seeds):
         bundle = self.models.bundle()
-        return self._sample_with(FixedMixture(bundle, lora_only_weights(bundle, lam)), batch, seeds)
+        return self._sample_with(FixedMixture(bundle, bundle.lora_only_weights(lam)), batch, seeds)
 
 
 @METHODS.register("soup")

@@ -1,6 +1,7 @@
 """Fixed mixtures of a bundle's LoRA experts, for comparisons against HoE with routers (METHOD.md Eq. 3, §2(c)).
 
-* ``lora_only_weights``: what preference routing gives λ over the LoRA experts alone (HoE without routers);
+* ``HoEModel.lora_only_weights``: what preference routing gives λ over the LoRA experts alone (HoE without
+  routers);
 * ``HoEModel.soup_weights``: the linear soup Σ_i λ_i B_i A_i of the single-objective experts;
 * :class:`FixedMixture` wraps an :class:`~hoe.model.hoe_model.HoEModel` so that ``generate`` uses one such
   weight vector whatever preference it is given, and plugs into the same generation helpers as a model.
@@ -8,11 +9,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from hoe.model.hoe_model import HoEModel
-from hoe.model.preference_routing import PreferenceRouting
 
 
 class FixedMixture(torch.nn.Module):
@@ -27,9 +26,3 @@ class FixedMixture(torch.nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.model.generate(*args, expert_weights=self.weights, **kwargs)
-
-
-def lora_only_weights(model: HoEModel, lam: torch.Tensor) -> torch.Tensor:
-    """w over the LoRA experts that preference routing gives λ (m,) when the bundle has no routers: (E,)."""
-    routing = PreferenceRouting(np.array([e.anchor for e in model.experts]))
-    return routing.batch_weights(torch.as_tensor(lam, dtype=torch.float64)[None])[0].float()

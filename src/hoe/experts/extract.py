@@ -6,9 +6,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-
 from hoe.conventions import Rank
+from hoe.dtypes import parse_dtype
 from hoe.errors import ConfigError, ShapeMismatchError, bad_value
 from hoe.experts.targets import TargetModule, find_target_modules, linear_modules, skeleton_from_config
 from hoe.experts.task_svd import validate_rank, validate_svd
@@ -24,7 +23,6 @@ DEFAULT_SPARSITY = 0.2
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Source = CheckpointTaskVector | AdapterTaskVector
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def extract(
@@ -200,11 +198,3 @@ def _check_base(base: Checkpoint, modules: list[TargetModule]) -> None:
                 field="base",
                 fix="Pass a model folder whose weights match its config.json.",
             )
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    """The saved adapter dtype by name."""
-    try:
-        return DTYPES[name]
-    except (KeyError, TypeError):
-        raise bad_value("dtype", name, f"Choose one of {sorted(DTYPES)}.") from None

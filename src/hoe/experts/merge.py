@@ -13,8 +13,9 @@ import torch
 from tqdm.auto import tqdm
 
 from hoe.conventions import Rank
+from hoe.dtypes import parse_dtype
 from hoe.errors import ShapeMismatchError
-from hoe.experts.extract import check_rank_fits, energy_summary, expert_card, parse_dtype, validate_names
+from hoe.experts.extract import check_rank_fits, energy_summary, expert_card, validate_names
 from hoe.experts.merging import get_merge_method, resolve_options
 from hoe.experts.targets import TargetModule
 from hoe.experts.task_svd import task_svd, validate_rank, validate_svd

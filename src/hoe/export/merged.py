@@ -38,7 +38,7 @@ def export(
     ``dtype``: of the saved weights (default: the base model's checkpoint dtype, else float32).
     """
     from hoe.bundle.folder import bundle_base, load_base_model, read_manifest
-    from hoe.experts.extract import DTYPES
+    from hoe.dtypes import DTYPES
     from hoe.generation.text import load_tokenizer
     from hoe.io.adapters import read_adapter
     from hoe.model.preference_routing import PreferenceRouting

@@ -16,21 +16,10 @@ from pathlib import Path
 
 import torch
 
+from hoe.dtypes import SAFETENSORS_DTYPES
 from hoe.errors import CheckpointError
 
 INDEX_FILE = "model.safetensors.index.json"
-DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
 
 
 class SafetensorsFile:
@@ -67,12 +56,12 @@ class SafetensorsFile:
 
     def read(self, name: str) -> torch.Tensor:
         info = self.header[name]
-        dtype = DTYPES.get(info["dtype"])
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
         if dtype is None:
             raise CheckpointError(
                 f"tensor {name!r} in {str(self.path)!r} has unsupported dtype {info['dtype']}.",
                 field=self.field,
-                fix=f"Save it in one of {sorted(DTYPES)}.",
+                fix=f"Save it in one of {sorted(SAFETENSORS_DTYPES)}.",
             )
         begin, end = info["data_offsets"]
         buf = bytearray(end - begin)

@@ -162,6 +162,13 @@ class HoEModel(nn.Module):
             found.append(hits[0])
         return found
 
+    def lora_only_weights(self, preference: PreferenceLike) -> torch.Tensor:
+        """w⁽²⁾ of HoE without routers at λ: preference routing over the LoRA experts' anchors alone, (E,)
+        (the ``hoe-lora`` method of ``hoe evaluate`` and the ``hoe-lora`` reference of router training)."""
+        lam = to_simplex(preference, self.objectives)
+        routing = PreferenceRouting(np.array([e.anchor for e in self.experts], dtype=np.float64))
+        return routing.batch_weights(lam.to(torch.float64)[None])[0].float()
+
     def soup_weights(self, preference: PreferenceLike) -> torch.Tensor:
         """w⁽²⁾ of the linear soup Σ_i λ_i B_i A_i of the single-objective experts at λ (Rewarded Soups): (E,)."""
         lam = to_simplex(preference, self.objectives)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
-from hoe.experts.extract import DTYPES
+from hoe.dtypes import DTYPES
 from hoe.provenance import command_line, versions
 
 if TYPE_CHECKING:

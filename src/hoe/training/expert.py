@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from hoe.devices import resolve_device
+from hoe.dtypes import DTYPES
 from hoe.errors import ConfigError
-from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective, ObjectiveContext, build_objective
 from hoe.provenance import command_line
 from hoe.training import loop, rl

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from hoe.dtypes import DTYPES
 from hoe.errors import HoEError, bad_value
-from hoe.experts.extract import DTYPES
 from hoe.objectives import Objective
+from hoe.preference import Preference
 from hoe.provenance import command_line
 from hoe.scalarisation import SCALARISATIONS, Scalarisation, build_scalarisation
 from hoe.training import loop
@@ -38,8 +39,6 @@ REFERENCES = ("soup", "hoe-lora")
 INITS = ("uniform", "hoe-lora")
 RESUMABLE = {"steps", "checkpoint_every", "resume", "overwrite", "micro_batch", "out", "device"}
 """Config fields that may differ between a run and its resumption (they change no result beyond float noise)."""
-
-Preference = str | dict[str, float] | list[float]
 
 
 @dataclass

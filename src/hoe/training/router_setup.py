@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hoe.dtypes import DTYPES
 from hoe.errors import ConfigError, HoEError, HoEWarning, PreferenceError, bad_value, raise_all
-from hoe.experts.extract import DTYPES
-from hoe.model.preference_routing import PreferenceRouting
 from hoe.scalarisation.tchebycheff import omd_fixed_point
 from hoe.training import loop
 from hoe.training.calibration import calibrate
@@ -41,9 +40,8 @@ def soup_reference(model, lam: torch.Tensor) -> torch.Tensor:
 
 
 def lora_hoe_reference(model, lam: torch.Tensor) -> torch.Tensor:
-    """HoE without routers at λ: preference routing over the LoRA experts' anchors only."""
-    anchors = np.array([e.anchor for e in model.experts], dtype=np.float64)
-    return torch.from_numpy(PreferenceRouting(anchors).weights(lam)).float()
+    """HoE without routers at λ (:meth:`HoEModel.lora_only_weights`)."""
+    return model.lora_only_weights(lam)
 
 
 REFERENCE_WEIGHTS = {"soup": soup_reference, "hoe-lora": lora_hoe_reference}
@@ -155,25 +153,9 @@ def hv_reference_point(config: RouterConfig, names: list[str], specs: list[str])
 
 def parse_target(target: Preference | None, names: list[str]) -> torch.Tensor | None:
     """z* as (m,) float64 from ``"a=0.7,b=2.2"``, ``"0.7,2.2"``, a mapping or a list; any finite values."""
-    from hoe.preference import parse_preference_text
+    from hoe.preference import objective_vector
 
-    if target is None:
-        return None
-    values = parse_preference_text(target, "target_point") if isinstance(target, str) else target
-    if isinstance(values, dict):
-        missing = [n for n in names if n not in values]
-        unknown = [k for k in values if k not in names]
-        if missing or unknown:
-            raise bad_value(
-                "target_point",
-                target,
-                f"Give one target per objective {names} (missing {missing}, unknown {unknown}).",
-            )
-        values = [values[n] for n in names]
-    t = torch.as_tensor([float(v) for v in values], dtype=torch.float64)
-    if t.shape != (len(names),) or not torch.isfinite(t).all():
-        raise bad_value("target_point", target, f"Give one finite target per objective {names}.")
-    return t
+    return None if target is None else objective_vector(target, names, "target_point")
 
 
 def _vertex_errors(config: RouterConfig, manifest: dict) -> list[HoEError]:
