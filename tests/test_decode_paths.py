@@ -13,8 +13,10 @@ from transformers import CompileConfig
 
 from hoe.experts.targets import find_target_modules
 from hoe.io.adapters import LoraWeights
+from hoe.model import decode
 from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.model.layer import HoELinear
+from hoe.model.routing_state import RoutingContext
 from op_count import ops_per_decode_step
 
 from conftest import build_model
@@ -207,40 +209,55 @@ def test_a_biased_layer_after_a_routers_call_keeps_its_bias_exact():
         LoraWeights(A=torch.randn(2, 6, generator=g), B=torch.randn(5, 2, generator=g)) for _ in range(3)
     ]
     layer = HoELinear(base, experts)
-    layer.add_router(torch.tensor([True, True, False]))
+    layer.routing.add_router(torch.tensor([True, True, False]))
+    layer.add_router()
     x = torch.randn(2, 3, 6, generator=g)
+
+    def call(lora, routers, compact=True):
+        layer.routing.enter(RoutingContext(lora, routers), compact)
+        decode.prepare(layer)
+
     with torch.no_grad():
-        layer.begin(torch.zeros(1, 3), torch.ones(1, 1), "routers")  # keeps experts 0 and 1: 4 of 6 rows
+        call(torch.zeros(1, 3), torch.ones(1, 1))  # routers: keeps experts 0 and 1, 4 of 6 rows
         torch.testing.assert_close(layer(x), layer.reference_forward(x))
-        layer.begin(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), "one")  # all 6 rows
+        call(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1))  # one λ: all 6 rows
         torch.testing.assert_close(layer(x), layer.reference_forward(x))
-        layer.begin(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), "one", compact=False)
+        call(torch.tensor([[0.2, 0.3, 0.5]]), torch.zeros(1, 1), compact=False)
         torch.testing.assert_close(layer(x), layer.reference_forward(x))
 
 
 def test_a_call_with_the_last_calls_gates_writes_nothing_and_sees_an_edited_weight():
-    """The call state is cached on the gates, the options and the versions of what it is written from: the
-    same λ again writes nothing; a router's optimiser step or an edited expert is written again."""
+    """The call state is cached on the gates, the options and the routing state's version: the same λ again
+    writes nothing; a tracked optimiser's step or an expert edited and declared (weights_changed) is written
+    again."""
     model = hoe_model()
     writes = []
-    write = HoELinear._write_gates
+    write = decode.write_gates
 
-    def counted(self, *args):
-        writes.append(self)
-        return write(self, *args)
+    def counted(layer, *args):
+        writes.append(layer)
+        return write(layer, *args)
 
-    with patch.object(HoELinear, "_write_gates", counted):
+    with patch.object(decode, "write_gates", counted):
         for mode in ("one", "routers"):
             first = logits(model, CASES[mode])
             writes.clear()
             torch.testing.assert_close(logits(model, CASES[mode]), first, rtol=0, atol=0)
             assert writes == []
         first, last = list(model.layers.values())[0], list(model.layers.values())[-1]
-        with torch.no_grad():
-            first.router_weight.add_(0.5)  # in place, as an optimiser step
-            last.lora_Bt.mul_(2.0)
+        optimizer = model.track(torch.optim.SGD(model.router_parameters(), lr=0.5))
+        first.router_weight.grad = torch.ones_like(first.router_weight)
+        optimizer.step()  # moves only the first layer's router weights
         fast = logits(model, ROUTED)
-        assert writes == [first, last]  # the others hold this call's state already
+        assert writes == list(model.layers.values())  # a step rewrites every layer's call state
+        with reference():
+            torch.testing.assert_close(fast, logits(model, ROUTED), rtol=0, atol=1e-5)
+        writes.clear()
+        with torch.no_grad():
+            last.lora_Bt.mul_(2.0)
+        model.weights_changed()
+        fast = logits(model, ROUTED)
+        assert last in writes
         with reference():
             torch.testing.assert_close(fast, logits(model, ROUTED), rtol=0, atol=1e-5)
         model.merge_single_preference()

@@ -20,11 +20,13 @@ import torch
 from safetensors import safe_open
 
 from hoe import build, extract, merge, save_router
-from hoe.bundle.folder import MANIFEST_SCHEMA, load_bundle, read_manifest
+from hoe.bundle.folder import MANIFEST_SCHEMA, read_manifest
 from hoe.bundle.router_folder import read_router
 from hoe.errors import HoEError
 from hoe.io.adapters import read_adapter
-from hoe.training import loop, router_card
+from hoe.model.hoe_model import HoEModel
+from hoe.training import loop
+from hoe.training.router import card as router_card
 from hoe.training.run_folder import RunFolder
 
 from conftest import build_model, make_peft_adapter, save_model
@@ -227,7 +229,7 @@ def test_router_record_keys(made):
 
 
 def test_training_record_keys_match_the_code():
-    source = (ROOT / "src" / "hoe" / "training" / "router_card.py").read_text()
+    source = (ROOT / "src" / "hoe" / "training" / "router" / "card.py").read_text()
     fn = next(
         n
         for n in ast.walk(ast.parse(source))
@@ -326,7 +328,7 @@ EDITS = {
 def test_quoted_bundle_errors_are_what_loading_says(made, tmp_path, case):
     _, bundle, _ = made
     folder = _broken(bundle, tmp_path / "b", EDITS[case])
-    assert _message(lambda f: load_bundle(f, dtype=torch.float32), folder) in page()
+    assert _message(lambda f: HoEModel.from_pretrained(f, dtype=torch.float32), folder) in page()
 
 
 def test_quoted_router_folder_error_is_what_reading_says(made, tmp_path):
@@ -345,7 +347,7 @@ def test_quoted_fingerprint_error_has_the_words_loading_uses(made, tmp_path):
         fingerprints = m["routers"][0]["fingerprint"]
         fingerprints[next(iter(fingerprints))]["sha256"] = "0" * 64
 
-    message = _message(load_bundle, _broken(bundle, tmp_path / "b", edit))
+    message = _message(HoEModel.from_pretrained, _broken(bundle, tmp_path / "b", edit))
     quoted = next(ln for ln in page().splitlines() if "was trained to mix the experts" in ln)
 
     def shape(text: str) -> str:  # names, paths and fingerprints differ; the wording must not

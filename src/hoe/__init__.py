@@ -23,7 +23,7 @@ from hoe.evaluation.ablation import ablation
 from hoe.evaluation.evaluate import EvaluateConfig, evaluate
 from hoe.experts.extract import extract
 from hoe.experts.merge import merge
-from hoe.export.merged import export
+from hoe.export import export, nearest_adapter
 from hoe.generation.text import generate, load_tokenizer
 from hoe.model.hoe_model import HoEModel
 from hoe.server import serve
@@ -36,6 +36,7 @@ __all__ = [
     "build",
     "evaluate",
     "export",
+    "nearest_adapter",
     "extract",
     "generate",
     "load_tokenizer",

@@ -16,26 +16,31 @@ path (``experts[0].path``) and nothing is half-loaded.
 
 The base model is stored as given when it is a built-in name or a Hugging Face id, and as an absolute path when
 it is a local folder; an older manifest's relative path is read relative to the bundle folder, never the
-current directory. ``load_bundle(..., base=...)`` overrides it (``hoe generate --base``).
+current directory. ``HoEModel.from_pretrained(..., base=...)`` overrides it (``hoe generate --base``).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 
 from hoe.bundle.fingerprint import check_router, expert_fingerprint
+from hoe.bundle.specs import ExpertSpec, RouterSpec
 from hoe.errors import CheckpointError, ConfigError, ShapeMismatchError
 from hoe.io.adapters import LoraWeights, read_adapter, read_record, write_adapter
 from hoe.io.atomic import atomic_output_dir
 from hoe.io.checkpoint import Checkpoint, SafetensorsFile
 from hoe.io.resolve import stored_ref
-from hoe.model.hoe_model import ExpertSpec, HoEModel
 from hoe.preference import to_simplex
 from hoe.provenance import command_line, versions
+
+if TYPE_CHECKING:  # save and load take the model; typing only
+    from hoe.model.hoe_model import HoEModel
 
 MANIFEST = "hoe_bundle.json"
 FORMAT = "hoe-bundle/1"
@@ -156,13 +161,25 @@ def _manifest(model: HoEModel, fingerprints: dict[str, dict]) -> dict:
     }
 
 
-def load_bundle(
-    bundle_dir: str | Path,
-    base: str | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device | None = None,
-) -> HoEModel:
-    """Load a bundle; ``base`` replaces the base model stored in its manifest (e.g. after it moved)."""
+@dataclass
+class BundleParts:
+    """A bundle read and checked, the parts an :class:`~hoe.model.hoe_model.HoEModel` is made of
+    (:meth:`HoEModel.from_pretrained <hoe.model.hoe_model.HoEModel.from_pretrained>` assembles them)."""
+
+    base_model: torch.nn.Module
+    base_ref: str
+    objectives: list[str]
+    experts: list[ExpertSpec]
+    weights: list[dict[str, LoraWeights]]
+    routers: list[RouterSpec]
+    routers_file: Path  # their weights (:func:`load_router_weights`)
+
+
+def read_bundle(
+    bundle_dir: str | Path, base: str | None = None, dtype: torch.dtype = torch.float32
+) -> BundleParts:
+    """Read a bundle's manifest, experts and base model; ``base`` replaces the base model stored in its
+    manifest (e.g. after it moved). Routers' fingerprints are checked before the base model loads."""
     folder = Path(bundle_dir)
     manifest = read_manifest(folder)
     objectives = manifest["objectives"]
@@ -178,12 +195,12 @@ def load_bundle(
         experts.append(ExpertSpec(e["name"], tuple(anchor.tolist()), read_record(path, "model") or {}))
         weights.append(read_adapter(path, "model"))
     _check_fingerprints(manifest, experts, weights, folder)
-    model = HoEModel(load_base_model(base_ref, dtype), objectives, experts, weights, base_ref)
-    for r in manifest.get("routers", []):
-        model.add_router(r["name"], _vector(r["anchor"], objectives), r["experts"])
-    if model.routers:
-        _load_routers(model, folder / ROUTERS_FILE)
-    return model.to(device) if device is not None else model
+    routers = [
+        RouterSpec(r["name"], _vector(r["anchor"], objectives), tuple(r["experts"]))
+        for r in manifest.get("routers", [])
+    ]
+    base_model = load_base_model(base_ref, dtype)
+    return BundleParts(base_model, base_ref, objectives, experts, weights, routers, folder / ROUTERS_FILE)
 
 
 def _check_fingerprints(
@@ -284,7 +301,9 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     return manifest
 
 
-def _load_routers(model: HoEModel, path: Path) -> None:
+def load_router_weights(model: HoEModel, path: Path) -> None:
+    """Copy the routers' weights from the bundle's ``routers.safetensors`` into ``model``, whose routers the
+    manifest's are (in order)."""
     ckpt = Checkpoint(path.parent, "model") if path.is_file() else None
     if ckpt is None:
         raise CheckpointError(
@@ -308,6 +327,7 @@ def _load_routers(model: HoEModel, path: Path) -> None:
                         fix="The bundle is inconsistent; rebuild it with `hoe build`.",
                     )
                 param.copy_(t)
+    model.weights_changed()
 
 
 def _check_router_order(model: HoEModel, path: Path) -> None:

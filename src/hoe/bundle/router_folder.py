@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -25,7 +26,9 @@ from safetensors.torch import load_file, save_file
 from hoe.bundle.fingerprint import check_router, expert_fingerprint
 from hoe.errors import CheckpointError, ConfigError
 from hoe.io.atomic import atomic_output_dir, refuse_inputs
-from hoe.model.hoe_model import HoEModel
+
+if TYPE_CHECKING:  # attach_router takes the model; typing only
+    from hoe.model.hoe_model import HoEModel
 
 ROUTER_MANIFEST = "hoe_router.json"
 ROUTER_FORMAT = "hoe-router/1"
@@ -165,4 +168,5 @@ def attach_router(model: HoEModel, path: str | Path, weights: list[dict] | None 
                     shape = tuple(param.shape[1:])
                     raise _bad_folder(Path(path), f"{str(path)!r} holds no {module}.{attr} of shape {shape}.")
                 param[-1].copy_(t)
+    model.weights_changed()
     return record["name"]

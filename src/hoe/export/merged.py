@@ -12,20 +12,19 @@ routers at λ, the ``hoe-lora`` of ``hoe evaluate``), with a warning when λ wou
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from hoe.errors import HoEWarning, bad_value
+from hoe.errors import bad_value
+from hoe.export.routing import lora_only_weights, warn_if_routed
 from hoe.io.atomic import atomic_output_dir, check_output_dir
 from hoe.preference import PreferenceLike, to_simplex
 
 EXPORT_RECORD = "hoe_export.json"
 
 
-def export(
+def export_merged(
     model: str | Path,
     preference: PreferenceLike,
     out: str | Path,
@@ -41,7 +40,6 @@ def export(
     from hoe.dtypes import DTYPES
     from hoe.generation.text import load_tokenizer
     from hoe.io.adapters import read_adapter
-    from hoe.model.preference_routing import PreferenceRouting
     from hoe.provenance import command_line, versions
 
     folder = Path(model)
@@ -53,11 +51,8 @@ def export(
     base_ref = bundle_base(manifest["base"], folder)
     check_output_dir(out, overwrite, "out", {"model": folder, "base": base_ref})  # before anything loads
     experts, routers = manifest["experts"], manifest["routers"]
-    anchor = lambda item: [float(item["anchor"].get(o, 0.0)) for o in names]  # noqa: E731
-    weights = PreferenceRouting(np.array([anchor(e) for e in experts])).weights(
-        lam.numpy()
-    )  # HoE without routers
-    _warn_if_routed(experts, routers, anchor, lam)
+    weights = lora_only_weights(manifest, lam)  # HoE without routers
+    warn_if_routed(manifest, lam, "a plain checkpoint")
     base = load_base_model(base_ref, DTYPES[dtype] if dtype else _checkpoint_dtype(base_ref))
     # only the experts' adapters are read: one base model in memory, merged in place
     merge_into(
@@ -88,26 +83,6 @@ def merge_into(base: torch.nn.Module, parts) -> None:
                 target = modules[name].weight
                 delta = w * f.delta()  # (out, in); transposed below for GPT-2's Conv1D
                 target += (delta.T if f.transposed else delta).to(target)
-
-
-def _warn_if_routed(experts, routers, anchor, lam: torch.Tensor) -> None:
-    """Warn when λ would reach a router expert (the routing of the bundle: routers win shared anchors)."""
-    from hoe.model.preference_routing import PreferenceRouting
-
-    if not routers:
-        return
-    anchors = np.array([anchor(e) for e in experts] + [anchor(r) for r in routers])
-    priority = np.array([0] * len(experts) + [1] * len(routers))
-    w = PreferenceRouting(anchors, priority).weights(lam.numpy())[len(experts) :]
-    used = [r["name"] for r, x in zip(routers, w) if x > 0]
-    if used:
-        warnings.warn(
-            f"the router experts {used} would mix the LoRA experts token by token at this preference; a plain "
-            "checkpoint cannot, so the export routes the preference over the LoRA experts alone (HoE without "
-            "routers). Serve the bundle with `hoe serve` to keep token-level routing.",
-            HoEWarning,
-            stacklevel=3,
-        )
 
 
 def _checkpoint_dtype(base_ref: str) -> torch.dtype:

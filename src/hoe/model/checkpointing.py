@@ -56,7 +56,7 @@ def disable(model: nn.Module) -> None:
 
 def _checkpointed(forward: Callable, model) -> Callable:
     def run(*args, **kwargs):
-        ctx = model._call
+        ctx = model.routing.call
         if not torch.is_grad_enabled() or ctx is None:
             return forward(*args, **kwargs)
         first = [True]

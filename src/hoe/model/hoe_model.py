@@ -15,39 +15,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from hoe.bundle.specs import ExpertSpec, RouterSpec
 from hoe.errors import ConfigError, ShapeMismatchError
 from hoe.experts.targets import linear_modules
 from hoe.io.adapters import LoraWeights
-from hoe.model.context import RoutingContext
+from hoe.model import decode
 from hoe.model.layer import HoELinear
 from hoe.model.preference_routing import PreferenceRouting
 from hoe.model.router import mixture_bias, nearest_experts
+from hoe.model.routing_state import RoutingContext, RoutingState
 from hoe.preference import PreferenceLike, to_simplex, to_simplex_batch
-
-
-@dataclass
-class ExpertSpec:
-    """A LoRA expert of the bundle: its anchor over the objectives and its provenance record."""
-
-    name: str
-    anchor: tuple[float, ...]
-    record: dict = field(default_factory=dict)
-
-
-@dataclass
-class RouterSpec:
-    """A router expert: its anchor and the names of the LoRA experts it mixes."""
-
-    name: str
-    anchor: tuple[float, ...]
-    experts: tuple[str, ...]
 
 
 class HoEModel(nn.Module):
@@ -73,10 +56,9 @@ class HoEModel(nn.Module):
         self.objectives = list(objectives)
         self.experts = list(experts)
         self.routers: list[RouterSpec] = []
-        self._router_masks = torch.zeros(0, len(self.experts), dtype=torch.bool)  # (R, E) experts per router
         self.base_ref = base_ref
-        self._call_lock = threading.RLock()  # one call at a time writes its gates into the layers
-        self._call: RoutingContext | None = None  # the call in progress
+        self.routing = RoutingState(len(self.experts))  # the call in progress, read by every layer
+        self._call_lock = threading.RLock()  # one call at a time fills the routing state
         for p in base_model.parameters():
             p.requires_grad_(False)
         self.layers = self._wrap(expert_weights)
@@ -94,7 +76,7 @@ class HoEModel(nn.Module):
                 _check_fits(spec.name, name, w, target)
             parent_name, _, leaf = name.rpartition(".")
             parent = self.base_model.get_submodule(parent_name)
-            layers[name] = HoELinear(getattr(parent, leaf), per_expert)
+            layers[name] = HoELinear(getattr(parent, leaf), per_expert, routing=self.routing)
             setattr(parent, leaf, layers[name])
         return layers
 
@@ -221,45 +203,64 @@ class HoEModel(nn.Module):
         A ``transformers.CompileConfig`` instead of True chooses the compilation (backend, mode).
         """
         ctx = self._context(preference, expert_weights, args, kwargs).repeated(_expansion(kwargs))
-        if compile:
-            kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
-        with self.calling(ctx):  # compiled: one graph per mode, batch shape and number of rank rows reached
+        if not compile:
+            with self.calling(ctx):
+                return self.base_model.generate(*args, **kwargs)
+        kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
+        # one graph per mode, batch shape and number of rank rows reached: dynamo's default limit of 8 would
+        # fail a full graph after a few of them (a server sees many batch sizes), so this call allows more
+        with (
+            torch._dynamo.config.patch(
+                recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
+            ),
+            self.calling(ctx),
+        ):
             return self.base_model.generate(*args, **kwargs)
 
     @contextmanager
     def calling(self, ctx: RoutingContext, compact: bool = True) -> Iterator[RoutingContext]:
-        """Write ``ctx``'s gates into every HoE layer for the duration of one call (calls from several
-        threads take turns: the layers hold one call's gates at a time). ``compact``: see
-        :meth:`HoELinear.begin`."""
+        """Make ``ctx`` the routing state's call for the duration of one call, every layer's buffers derived
+        from it (calls from several threads take turns: the state holds one call at a time). ``compact``: keep
+        only the rank rows of the experts the call can reach (:func:`hoe.model.decode.prepare`)."""
         with self._call_lock:
-            self._begin(ctx, compact)
-            outer, self._call = self._call, ctx
+            outer = self.routing.call
+            self._enter(ctx, compact)
             try:
                 yield ctx
             finally:
-                self._call = outer
                 if outer is None:
-                    for layer in self.layers.values():
-                        layer.end()
+                    self.routing.leave()
                 else:  # a nested call (checkpoint recomputation inside a call): restore the outer one
-                    self._begin(outer, compact=True)
+                    self._enter(outer, compact=True)
 
-    def _begin(self, ctx: RoutingContext, compact: bool) -> None:
-        """Every layer's :meth:`HoELinear.begin`, the gates copied to each device once (not once per layer)."""
-        lora, routers = ctx.lora.cpu(), ctx.routers.cpu()
-        moved: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    def _enter(self, ctx: RoutingContext, compact: bool) -> None:
+        self.routing.enter(ctx, compact)
         for layer in self.layers.values():
-            device = layer.lora_A.device
-            if device not in moved:
-                moved[device] = (lora.to(device), routers.to(device))
-            layer.begin(lora, routers, ctx.mode, compact, on_device=moved[device])
+            decode.prepare(layer)
+
+    def weights_changed(self) -> None:
+        """Say that the experts' or the routers' weights were edited in place (outside ``add_router``,
+        ``routers_to``, loading, or a step of an optimizer given to :meth:`track`): the layers' per-call
+        buffers, which copy them, are rewritten at the next call."""
+        with self._call_lock:
+            self.routing.changed()
+
+    def track(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Rewrite the layers' per-call buffers after each step of ``optimizer`` and after each state loaded
+        into it (a resumed run copies its parameters, then loads the optimizer's state). Returns it."""
+        optimizer.register_step_post_hook(lambda *_: self.weights_changed())
+        optimizer.register_load_state_dict_post_hook(lambda *_: self.weights_changed())
+        return optimizer
 
     def merge_single_preference(self, enable: bool = True) -> None:
         """Opt-in, for users with the memory for a second copy of every adapted weight: a call with one λ
         and no router decodes on W + Σ_j g_j B_j A_j merged once per call, at exactly the base model's cost."""
         with self._call_lock:
-            for layer in self.layers.values():
-                layer.set_merge(enable)
+            self.routing.merge = enable
+            self.routing.changed()
+            if not enable:
+                for layer in self.layers.values():
+                    decode.release_merged(layer)
 
     def activation_checkpointing(self, enable: bool = True) -> int:
         """Recompute each transformer block's activations in the backward pass (less memory, one more forward);
@@ -318,9 +319,10 @@ class HoEModel(nn.Module):
                 active = active | (mixture.cpu() > 0)
             bias = mixture_bias(mixture.cpu(), active)
         spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
-        for layer in self.layers.values():
-            layer.add_router(active, bias)
-        self._router_masks = torch.cat([self._router_masks, active.bool()[None]])
+        with self._call_lock:
+            self.routing.add_router(active)
+            for layer in self.layers.values():
+                layer.add_router(bias)
         self.routers.append(spec)
         self._update_routing()
         return spec
@@ -328,15 +330,17 @@ class HoEModel(nn.Module):
     def routers_to(self, dtype: torch.dtype) -> None:
         """Hold the routers' parameters in ``dtype`` (e.g. float32 to train them over a bf16 base; decoding
         still computes in the base's dtype). Call before making an optimizer: the parameters are new."""
-        for layer in self.layers.values():
-            layer.router_weight = nn.Parameter(layer.router_weight.detach().to(dtype))
-            layer.router_bias = nn.Parameter(layer.router_bias.detach().to(dtype))
+        with self._call_lock:
+            for layer in self.layers.values():
+                layer.router_weight = nn.Parameter(layer.router_weight.detach().to(dtype))
+                layer.router_bias = nn.Parameter(layer.router_bias.detach().to(dtype))
+            self.routing.changed()
 
     def router_parameters(self) -> list[nn.Parameter]:
         """The only trainable parameters: every router's weight and bias in every HoE layer."""
         return [p for layer in self.layers.values() for p in (layer.router_weight, layer.router_bias)]
 
-    # ----- persistence (see hoe.bundle.folder) -------------------------------------------------------------
+    # ----- persistence (the format is hoe.bundle.folder) ------------------------------------------------
     def save_pretrained(self, bundle_dir: str | Path, overwrite: bool = False) -> Path:
         from hoe.bundle.folder import save_bundle
 
@@ -350,9 +354,17 @@ class HoEModel(nn.Module):
         dtype: torch.dtype = torch.float32,
         device: str | torch.device | None = None,
     ) -> HoEModel:
-        from hoe.bundle.folder import load_bundle
+        """Load a bundle folder; ``base`` replaces the base model stored in its manifest (e.g. after it moved).
+        Everything is validated (:func:`hoe.bundle.folder.read_bundle`) before the model is made."""
+        from hoe.bundle.folder import load_router_weights, read_bundle
 
-        return load_bundle(bundle_dir, base, dtype, device)
+        parts = read_bundle(bundle_dir, base, dtype)
+        model = cls(parts.base_model, parts.objectives, parts.experts, parts.weights, parts.base_ref)
+        for r in parts.routers:
+            model.add_router(r.name, r.anchor, r.experts)
+        if model.routers:
+            load_router_weights(model, parts.routers_file)
+        return model.to(device) if device is not None else model
 
 
 def _check_fits(expert: str, module: str, w: LoraWeights | None, target: nn.Module | None) -> None:
@@ -369,6 +381,10 @@ def _check_fits(expert: str, module: str, w: LoraWeights | None, target: nn.Modu
     )
 
 
+RECOMPILE_LIMIT = 64
+"""Compilations of one decode step a compiled ``generate`` allows (each batch shape and routing mode is one)."""
+
+
 def compiled_decoding(base_model: nn.Module, config=None) -> dict:
     """``generate`` options for a compiled decode step: a static KV cache and ``torch.compile(fullgraph=True)``
     (CUDA graphs on a GPU; plain inductor elsewhere, which ``transformers`` would otherwise not compile), or
@@ -379,9 +395,6 @@ def compiled_decoding(base_model: nn.Module, config=None) -> dict:
         cuda = next(base_model.parameters()).device.type == "cuda"
         config = CompileConfig(fullgraph=True, dynamic=False, mode="reduce-overhead" if cuda else "default")
     config._compile_all_devices = True  # transformers compiles on accelerators only unless told
-    # Each (model, batch shape, routing mode) is one more compilation of the same forward; dynamo's default
-    # limit of 8 would fail a full graph after a few of them (a server sees many batch sizes).
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return {"cache_implementation": "static", "compile_config": config}
 
 
