@@ -15,7 +15,7 @@ from hoe import HoEModel, HoEWarning, export, nearest_adapter
 from hoe.errors import ConfigError
 from hoe.experts.targets import find_target_modules
 from hoe.export.adapter import INDEX, combined_adapter, read_index, vllm_rank
-from hoe.io.adapters import LoraWeights
+from hoe.io.adapters import LoraWeights, read_adapter
 from hoe.model.hoe_model import ExpertSpec
 
 from conftest import build_model, save_model
@@ -141,3 +141,51 @@ def test_bad_input_is_refused_naming_the_field(bundle, tmp_path):
     assert vllm_rank(24) == 32 and vllm_rank(8) == 8
     with pytest.raises(ConfigError):
         vllm_rank(600)
+
+
+@pytest.mark.slow
+def test_a_grid_export_of_the_smol3_experts_loads_every_adapter_and_is_exact(tmp_path):
+    """The committed smol3 experts (3 single-objective + 3 PCB midpoints, rank 8) over the embedded SmolLM2:
+    every adapter of the 1/4 grid loads with PEFT, has rank 8 × the experts it mixes, and one mixed point is
+    Σ_j w_j B_j A_j in every module (float64, to 1e-6) and gives HoE-LoRA's logits to fp32 rounding: 30
+    layers summed in two orders differ by up to 3.2e-5 here (logits of magnitude ~20), hence 1e-4."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from hoe import build
+    from hoe.io.resolve import resolve_model_dir
+
+    root = Path(__file__).resolve().parents[1] / "experts" / "smol3"
+    experts = {n: root / n for n in ("relevance", "positivity", "brevity")}
+    experts |= {
+        n: root / "merged" / n for n in ("relevance-positivity", "relevance-brevity", "positivity-brevity")
+    }
+    bundle = build("smollm2-135m-instruct", experts, tmp_path / "bundle")
+    out = export(bundle, None, tmp_path / "grid", format="adapter", grid=4)
+    index = read_index(out)
+    assert len(index["adapters"]) == 15
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_dir("smollm2-135m-instruct")).eval()
+    ids = torch.randint(0, 49152, (1, 12), generator=torch.Generator().manual_seed(0))
+    mixed = "relevance0.5-positivity0.25-brevity0.25"
+    for name, entry in index["adapters"].items():
+        model = PeftModel.from_pretrained(base, str(out / entry["path"])).eval()
+        reached = sum(1 for w in entry["preference"].values() if w > 0)
+        assert entry["rank"] in {8, 16, 24} and entry["rank"] <= 8 * max(reached, 2)
+        if name == mixed:
+            with torch.no_grad():
+                got = model(input_ids=ids).logits
+        base = model.unload()  # the base again, unchanged, for the next adapter
+    hoe = HoEModel.from_pretrained(bundle)
+    with torch.no_grad():
+        expected = hoe(input_ids=ids, preference=[0.5, 0.25, 0.25]).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    adapter = read_adapter(out / mixed)
+    parts = [
+        (w, read_adapter(bundle / "experts" / n))
+        for n, w in zip([e.name for e in hoe.experts], hoe.lora_only_weights([0.5, 0.25, 0.25]).tolist())
+        if w > 0
+    ]
+    for module, factors in adapter.items():
+        want = sum(w * p[module].B.double() @ p[module].A.double() for w, p in parts)
+        torch.testing.assert_close(factors.B.double() @ factors.A.double(), want, rtol=0, atol=1e-6)
