@@ -29,14 +29,18 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # the committed smol3 comparison (results/smol3/): every method on all 147 eval prompts, grid step 1/4, 2 samples;
-# about 2 h on 2 cores, resumable (rerun after an interruption: finished points are kept)
+# about 2 h on 2 cores, resumable (rerun after an interruption: finished points are kept). SHARDS=N runs N
+# processes under torchrun, each computing its share of the points (one per GPU, or N CPU processes of
+# 2 threads each); the numbers are the same.
 SWEEP := runs/eval/smol3
+SHARDS ?= 1
+EVALUATE := $(if $(filter 1,$(SHARDS)),$(BIN)/hoe,OMP_NUM_THREADS=2 $(BIN)/torchrun --nproc_per_node $(SHARDS) -m hoe)
 results: $(STAMP)
 	test -f runs/demo/bundle/hoe_bundle.json || $(BIN)/python scripts/demo.py
-	$(BIN)/hoe evaluate --model runs/demo/bundle --methods hoe,hoe-lora,soup,rs,mod,base,experts \
+	$(EVALUATE) evaluate --model runs/demo/bundle --methods hoe,hoe-lora,soup,rs,mod,base,experts \
 	    --prompts smol:eval --grid 4 --samples 2 --batch-size 48 --no-progress --out $(SWEEP)
 	mkdir -p results/smol3
-	cp $(SWEEP)/results.json $(SWEEP)/results.md $(SWEEP)/pareto.png results/smol3/
+	cp $(SWEEP)/results.json $(SWEEP)/results.md $(SWEEP)/*.png results/smol3/
 
 # issue 22: routers chosen on train prompts (placement, five router objectives at one anchor; about 1 h), then
 # the chosen routers trained and measured once on the eval prompts with the composition ablation (about 1.5 h);

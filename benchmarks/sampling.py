@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct, 8 eval prompts in one batch, chat template, T = 0.7, exactly ``--new-tokens`` new
 tokens (``min_new_tokens`` = ``max_new_tokens``, so both variants do the same work), interleaved repeats in one
-process. ``global``: ``do_sample=True`` from torch's global generator; ``per_row``: ``RowSeededSampler`` with
+process. ``global``: ``do_sample=True`` from torch's global generator; ``per_row``: ``RowSampler`` with
 one generator per row. Prints one JSON line with median tokens/s and their ratio.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/sampling.py [--repeats 5]
@@ -20,7 +20,7 @@ import torch
 from hoe.backbones import SMOLLM2
 from hoe.bundle.folder import load_base_model
 from hoe.data.prompts import load_prompts
-from hoe.generation.sampling import RowSeededSampler
+from hoe.generation.sampling import RowSampler
 from hoe.generation.text import encode_prompts, load_tokenizer
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         "global": lambda: {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 1.0},
         "per_row": lambda: {
             "do_sample": False,
-            "logits_processor": [RowSeededSampler(range(len(prompts)), 0.7)],
+            "logits_processor": [RowSampler(range(len(prompts)), 0.7)],
         },
     }
     speeds: dict[str, list[float]] = {k: [] for k in variants}

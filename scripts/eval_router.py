@@ -122,7 +122,9 @@ def main() -> None:
             if name != "hoe"
         },
         "bootstrap": {"resamples": BOOTSTRAP, "seed": 0},
-        "per_prompt": {name: [[round(float(x), 6) for x in row] for row in r] for name, r in matrices.items()},
+        "per_prompt": {
+            name: [[round(float(x), 6) for x in row] for row in r] for name, r in matrices.items()
+        },
         "seconds": round(time.perf_counter() - start),
         "command": command_line(),
         "versions": versions(),

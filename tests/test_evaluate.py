@@ -227,6 +227,85 @@ def test_a_point_another_method_computes_identically_is_copied(tiny, tmp_path, c
     assert count_generations == []
 
 
+def quality(results: dict) -> dict:
+    """What results.json says of each method's quality (timings left out)."""
+    keep = ("hypervolume", "hypervolume_ci", "controllability", "tchebycheff")
+    return {
+        name: {
+            **{k: m.get(k) for k in keep},
+            "points": [(p["label"], p["mean"], p["copied_from"]) for p in m["points"]],
+        }
+        for name, m in results["methods"].items()
+    }
+
+
+SHARDED = dict(methods="hoe,hoe-lora,soup,rs", grid=2)
+
+
+def test_two_shards_store_each_point_once_and_write_the_results_one_process_writes(
+    tiny, tmp_path, count_generations
+):
+    """--shard 0/2 then 1/2 into one folder: the first stores its points and writes no results; the second,
+    finding every point stored, writes results equal to one process's; together they generate what one
+    process does (points computed identically stay in one shard and are copied there)."""
+    one = evaluate(config(tiny, tmp_path / "one", **SHARDED), progress=False)
+    alone = len(count_generations)
+    count_generations.clear()
+    assert evaluate(config(tiny, tmp_path / "two", shard="0/2", **SHARDED), progress=False) is None
+    first = len(count_generations)
+    assert 0 < first < alone and not (tmp_path / "two" / "results.json").exists()
+    two = evaluate(config(tiny, tmp_path / "two", shard="1/2", **SHARDED), progress=False)
+    assert len(count_generations) == alone  # no point generated twice, none left out
+    assert quality(two) == quality(one)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["methods"] == two["methods"]
+    for name in SHARDED["methods"].split(","):
+        a, b = points(tmp_path / "one", name), points(tmp_path / "two", name)
+        assert {k: (p["responses"], p["rewards"]) for k, p in a.items()} == {
+            k: (p["responses"], p["rewards"]) for k, p in b.items()
+        }
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "-1/2", "a/b", "0/0"])
+def test_a_bad_shard_is_refused_naming_it(tiny, tmp_path, shard):
+    with pytest.raises(ConfigError) as e:
+        config(tiny, tmp_path / "x", shard=shard)
+    assert e.value.field == "shard"
+
+
+def test_under_torchrun_two_processes_write_what_one_writes(tiny, tmp_path):
+    """torchrun, 2 CPU processes (gloo): each rank computes its shard; rank 0 writes results.json after both."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    one = evaluate(config(tiny, tmp_path / "one", **SHARDED), progress=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tests = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tests}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [
+        "evaluate", "--model", str(tiny.bundle), "--out", str(tmp_path / "two"), "--prompts", str(tiny.prompts),
+        "--methods", SHARDED["methods"], "--grid", "2", "--samples", "2", "--max-new-tokens", "6",
+        "--reference-point", "0,0", "--bootstrap", "50", "--no-progress",
+        *[a for o in OBJECTIVES for a in ("--objective", o)],
+    ]  # fmt: skip
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "hoe", *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("results written to") == 1  # rank 0 writes; rank 1 says its points are stored
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert quality(two) == quality(one)
+
+
 def test_new_routers_redo_only_the_points_that_use_them(tiny, tmp_path, count_generations):
     """hoe-lora and soup do not depend on the routers; HoE at the vertices reaches none, so those points are
     copied from hoe-lora's stored ones: only HoE's middle point is generated again."""

@@ -18,6 +18,7 @@ from hoe.export.adapter import INDEX, combined_adapter, read_index, vllm_rank
 from hoe.io.adapters import LoraWeights, read_adapter
 from hoe.model.hoe_model import ExpertSpec
 
+from bad_input.helpers import assert_refused, cli
 from conftest import build_model, save_model
 
 OBJECTIVES = ["a", "b", "c"]
@@ -189,3 +190,30 @@ def test_a_grid_export_of_the_smol3_experts_loads_every_adapter_and_is_exact(tmp
     for module, factors in adapter.items():
         want = sum(w * p[module].B.double() @ p[module].A.double() for w, p in parts)
         torch.testing.assert_close(factors.B.double() @ factors.A.double(), want, rtol=0, atol=1e-6)
+
+
+def test_the_cli_writes_a_grid_and_prints_the_vllm_line(bundle, tmp_path, capsys):
+    from hoe.cli import run
+
+    folder, base = bundle
+    capsys.readouterr()
+    args = ["export", "--model", folder, "--format", "adapter", "--grid", "1", "--out", tmp_path / "g"]
+    assert run([str(a) for a in [*args, "--print-vllm-args"]]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"adapters: {tmp_path / 'g'}", read_index(tmp_path / "g")["vllm"]]
+    assert printed[1].startswith(f"vllm serve {base} --enable-lora --max-lora-rank ")
+    code, err = cli(
+        capsys,
+        "export",
+        "--model",
+        folder,
+        "--print-vllm-args",
+        "--preference",
+        "a=1",
+        "--out",
+        tmp_path / "h",
+    )
+    assert_refused(code, err, "--print-vllm-args")
+    code, err = cli(capsys, "export", "--model", folder, "--format", "adapter", "--out", tmp_path / "h")
+    assert_refused(code, err, "--preference")
+    assert not (tmp_path / "h").exists()

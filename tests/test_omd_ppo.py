@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from hoe.scalarisation import build_scalarisation
 from hoe.scalarisation.tchebycheff import omd_fixed_point
 from hoe.training.ppo import adaptive_kl_coef, masked_whiten, mo_ppo_loss
 from hoe.training.router import RouterConfig, scalarisation_options
-from hoe.training.router_setup import _check_omd_scale
+from hoe.training.router.setup import check_omd_scale
 
 D = torch.float64
 
@@ -153,21 +152,13 @@ def test_adaptive_kl_controller_by_hand():
 
 
 def test_a_near_uniform_omd_fixed_point_is_recorded_and_warned_about():
-    def run(step_size):
-        return SimpleNamespace(
-            anchor=torch.full((3,), 1 / 3, dtype=D),
-            z_star=torch.tensor([0.75, 0.625, 0.652], dtype=D),
-            config=SimpleNamespace(omd_step_size=step_size),
-            names=["a", "b", "c"],
-            calibration={},
-            dist=SimpleNamespace(is_main=True),
-        )
-
+    lam = torch.full((3,), 1 / 3, dtype=D)
+    z_star = torch.tensor([0.75, 0.625, 0.652], dtype=D)
     start = torch.tensor([0.65, 0.245, 0.442])
-    small = run(3.0)
+    names = ["a", "b", "c"]
     with pytest.warns(HoEWarning, match="close to uniform.*omd_step_size"):
-        _check_omd_scale(small, start)
-    assert small.calibration["omd_fixed_point"]["b"] == pytest.approx(0.3847, abs=1e-4)
+        fixed = check_omd_scale(lam, z_star, start, 3.0, names, warn=True)
+    assert fixed["b"] == pytest.approx(0.3847, abs=1e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _check_omd_scale(run(30.0), start)  # max weight 0.81 ≥ 1.5 / 3: no warning
+        check_omd_scale(lam, z_star, start, 30.0, names, warn=True)  # max weight 0.81 ≥ 1.5 / 3: no warning

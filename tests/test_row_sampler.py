@@ -1,15 +1,15 @@
-"""RowSampler: per-row temperature, top-p and seed; with top_p = 1 exactly RowSeededSampler's draw."""
+"""RowSampler: per-row temperature, top-p and seed; one value for all rows draws what that value per row draws."""
 
 from __future__ import annotations
 
 import torch
 
-from hoe.generation.sampling import RowSampler, RowSeededSampler, nucleus
+from hoe.generation.sampling import RowSampler, nucleus
 
 
-def test_with_top_p_one_it_draws_what_the_seeded_sampler_draws():
+def test_one_temperature_for_all_rows_draws_what_it_draws_per_row():
     scores = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
-    a, b = RowSeededSampler([1, 2, 3, 4], 0.7), RowSampler([1, 2, 3, 4], [0.7] * 4, [1.0] * 4)
+    a, b = RowSampler([1, 2, 3, 4], 0.7), RowSampler([1, 2, 3, 4], [0.7] * 4, [1.0] * 4)
     for _ in range(5):
         assert torch.equal(a(None, scores).argmax(-1), b(None, scores).argmax(-1))
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -191,52 +190,3 @@ def test_rs_refuses_adapters_that_train_more_than_lora_factors(tiny, tmp_path):
         with pytest.raises(CheckpointError, match="trains more than LoRA factors") as e:
             open_tuned("o", folder, Checkpoint(tiny.base))
         assert e.value.field == "tuned"
-
-
-def test_the_bundle_digest_ignores_what_loading_does_not_read(tmp_path):
-    """Two parts, so that attaching or retraining routers keeps the points of the methods without them."""
-    from hoe.evaluation.models import bundle_digest
-
-    def manifest(**kw):
-        entries = {"base": "b", "objectives": ["x", "y"], "experts": [{"name": "a"}], "routers": []}
-        (tmp_path / "hoe_bundle.json").write_text(json.dumps({**entries, "command": "hoe build", **kw}))
-
-    (tmp_path / "experts" / "a").mkdir(parents=True)
-    manifest()
-    (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"x")
-    before = {part: bundle_digest(tmp_path, part) for part in ("experts", "routers")}
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "state.json").write_text("{}")
-    (tmp_path / "eval_router.json").write_text("{}")
-    manifest(command="hoe build --router-from r")  # how it was built is not what it is
-    assert {p: bundle_digest(tmp_path, p) for p in before} == before
-    manifest(routers=[{"name": "r"}])
-    (tmp_path / "routers.safetensors").write_bytes(b"r")
-    assert bundle_digest(tmp_path, "experts") == before["experts"] != bundle_digest(tmp_path, "routers")
-    assert bundle_digest(tmp_path, "routers") != before["routers"]
-    (tmp_path / "experts" / "a" / "adapter_model.safetensors").write_bytes(b"y")
-    assert bundle_digest(tmp_path, "experts") != before["experts"]
-
-
-def test_the_bundle_digest_reads_a_safetensors_header_in_any_key_order(tmp_path):
-    """safetensors writes its metadata map in an order that varies between processes: the same file content in
-    another header order has the same digest (a rebuilt bundle keeps its evaluation points), other content not."""
-    from safetensors.torch import save_file
-
-    from hoe.evaluation.models import file_content
-
-    save_file(
-        {"w": torch.ones(2)}, str(tmp_path / "a.safetensors"), metadata={"format": "pt", "experts": "[1]"}
-    )
-    data = (tmp_path / "a.safetensors").read_bytes()
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    compact = json.dumps(dict(reversed(list(header.items()))), separators=(",", ":"))
-    reordered = compact.encode().ljust(n)  # padded to the same length: the same data offsets
-    assert reordered != data[8 : 8 + n]
-    (tmp_path / "b.safetensors").write_bytes(data[:8] + reordered + data[8 + n :])
-    assert file_content(tmp_path / "a.safetensors") == file_content(tmp_path / "b.safetensors")
-    save_file(
-        {"w": torch.zeros(2)}, str(tmp_path / "c.safetensors"), metadata={"format": "pt", "experts": "[1]"}
-    )
-    assert file_content(tmp_path / "c.safetensors") != file_content(tmp_path / "a.safetensors")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hoe.errors import ConfigError
-from hoe.generation.sampling import RowSeededSampler, inverse_cdf_sample
+from hoe.generation.sampling import RowSampler, inverse_cdf_sample
 from hoe.generation.text import generate_text, load_tokenizer
 
 from conftest import build_model, save_model
@@ -21,7 +21,7 @@ def test_inverse_cdf_picks_the_bin_that_holds_u():
 def test_sampler_frequencies_follow_softmax_at_the_temperature():
     p = torch.tensor([0.6, 0.3, 0.1, 0.0])
     scores = torch.log(p).expand(4000, 4)  # 4000 rows, seeds 0..3999: one draw each
-    sampler = RowSeededSampler(range(4000), temperature=0.5)
+    sampler = RowSampler(range(4000), temperature=0.5)
     out = sampler(None, scores.clone())
     picked = out.argmax(-1)
     assert torch.isinf(out).sum(-1).eq(3).all()  # one finite entry per row
@@ -34,7 +34,7 @@ def test_sampler_frequencies_follow_softmax_at_the_temperature():
 
 def test_the_same_seed_gives_the_same_draw_and_generators_advance():
     scores = torch.zeros(2, 50)  # uniform over 50 tokens
-    a, b = RowSeededSampler([7, 7], 1.0), RowSeededSampler([7, 8], 1.0)
+    a, b = RowSampler([7, 7], 1.0), RowSampler([7, 8], 1.0)
     first_a, first_b = a(None, scores).argmax(-1), b(None, scores).argmax(-1)
     assert first_a[0] == first_a[1] == first_b[0]
     draws = [a(None, scores).argmax(-1)[0].item() for _ in range(20)]
@@ -74,6 +74,6 @@ def test_one_seed_per_prompt_is_required(tmp_path, seed):
 
 def test_zero_temperature_is_refused_and_a_cold_sampler_is_greedy():
     with pytest.raises(ConfigError, match="temperature"):
-        RowSeededSampler([0], 0.0)
+        RowSampler([0], 0.0)
     scores = torch.tensor([[0.0, 1.0, 0.5]]).expand(50, 3)  # at T = 0.01, p(token 1) = 1 - 2e-22
-    assert RowSeededSampler(range(50), 0.01)(None, scores).argmax(-1).eq(1).all()
+    assert RowSampler(range(50), 0.01)(None, scores).argmax(-1).eq(1).all()

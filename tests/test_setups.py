@@ -13,7 +13,7 @@ from hoe.cli import run
 from hoe.cli.plan import check, plan
 from hoe.data.prompts import load_prompts
 from hoe.errors import ConfigError
-from hoe.evaluation.models import file_content
+from hoe.evaluation.identity import file_content
 from hoe.setups import SETUPS, load_setup
 from hoe.setups.prompts import PROMPT_FORMATS, dataset_prompts, select
 
@@ -94,7 +94,7 @@ BAD = [
     ("relevance = 0.5, positivity = 0, brevity = 0.5 },", "relevance = 0.3, positivity = 0.7, brevity = 0 },",
      r"merge\.anchors\[1\]: names the merged expert 'relevance-positivity', which is taken"),
     ("relevance = 0.25, positivity = 0.5, brevity = 0.25 },", "relevance = 0.001, positivity = 0.75, brevity = 0.25 },",
-     r"routers\.anchors\[1\]: names a second router 'router-0-75-25'"),
+     r"routers\.anchors\[1\]: names a second router 'router-0\.00-0\.75-0\.25'"),
     ("[train_expert.relevance]", "[train_expert.relevence]", r"\[train_expert\]: has tables \['relevence'\]"),
     ("[extract]", '[tuned]\nrelevance = ""\n\n[extract]', r"tuned\.relevance: tuned model ''"),
     ('name = "smol3"', "name = 3", r"^name: bad\.toml: name is a int"),  # a key of the file, not --name
@@ -240,7 +240,7 @@ def test_a_tiny_setups_plan_runs_end_to_end_and_again(tmp_path, capsys):
     assert len(manifest["experts"]) == 3 and len(manifest["routers"]) == 1
     trained = [
         out / "tuned" / "a" / "adapter_model.safetensors",
-        out / "routers" / "router-50-50" / "router" / "router.safetensors",
+        out / "routers" / "router-0.50-0.50" / "router" / "router.safetensors",
     ]
     before = [file_content(p) for p in trained]
     for step in steps:  # an interrupted run is rerun whole: the trained parts resume at their end, the

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from hoe.errors import CheckpointError, ConfigError, OutputExistsError
 from hoe.training import ExpertConfig, rl, train_expert
-from hoe.training.expert import setup, train_step
+from hoe.training.expert import ExpertRecipe
 
 from tiny_lm import save_tiny_causal_lm
 
@@ -76,10 +76,10 @@ def test_policy_gradient_is_advantage_weighted_score_function():
 
 
 def test_two_steps_move_only_lora_parameters(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "x"))
+    run = ExpertRecipe.setup(config(tiny, tmp_path / "x"))
     before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
     assert run.prompts == PROMPTS[1:]  # the eval prompt is never trained on
-    metrics = [train_step(run, s) for s in range(2)]
+    metrics = [run.train_step(s) for s in range(2)]
     assert all(m["kl"] == 0.0 for m in metrics[:1]) and metrics[1]["kl"] != 0.0  # LoRA B starts at 0
     moved = {n for n, p in run.model.named_parameters() if not torch.equal(p, before[n])}
     assert moved and all("lora_" in n for n in moved)
@@ -87,12 +87,12 @@ def test_two_steps_move_only_lora_parameters(tiny, tmp_path):
 
 
 def test_a_bf16_base_trains_float32_lora_weights(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "x", base_dtype="bfloat16"))
+    run = ExpertRecipe.setup(config(tiny, tmp_path / "x", base_dtype="bfloat16"))
     dtypes = {("lora" if "lora_" in n else "base"): p.dtype for n, p in run.model.named_parameters()}
     assert dtypes == {"lora": torch.float32, "base": torch.bfloat16}
     before = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
-    train_step(run, 0)
-    train_step(run, 1)
+    run.train_step(0)
+    run.train_step(1)
     moved = {n for n, p in run.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
     assert any("lora_B" in n for n in moved)
 
@@ -100,9 +100,9 @@ def test_a_bf16_base_trains_float32_lora_weights(tiny, tmp_path):
 def test_micro_batches_of_whole_groups_give_the_same_step(tiny, tmp_path):
     grads = []
     for micro in (6, 3):  # one chunk vs one chunk per prompt group (K = 3)
-        run = setup(config(tiny, tmp_path / f"m{micro}", micro_batch=micro))
-        train_step(run, 0)
-        train_step(run, 1)
+        run = ExpertRecipe.setup(config(tiny, tmp_path / f"m{micro}", micro_batch=micro))
+        run.train_step(0)
+        run.train_step(1)
         grads.append({n: p.detach().clone() for n, p in run.trainable.items()})
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name

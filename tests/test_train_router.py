@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -21,8 +22,7 @@ from safetensors.torch import load_file
 from hoe import HoEModel, build
 from hoe.errors import CheckpointError, ConfigError
 from hoe.model.layer import HoELinear
-from hoe.training.router import RouterConfig, train_router
-from hoe.training.router_setup import setup
+from hoe.training.router import RouterConfig, RouterRecipe, train_router
 
 from bad_input.helpers import assert_refused, cli, snapshot
 from conftest import build_model, make_peft_adapter, save_model
@@ -113,7 +113,7 @@ def untimed(history: list[dict]) -> list[dict]:
 
 
 def test_one_step_moves_the_new_router_and_the_value_heads_only(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "x"))
+    run = RouterRecipe.setup(config(tiny, tmp_path / "x"))
     assert [r.name for r in run.model.routers] == ["old", "router-0.50-0.50"] and run.router == 1
     before, heads = tensors(run.model), {n: p.detach().clone() for n, p in run.value_heads.named_parameters()}
     metrics = run.train_step(0)
@@ -125,8 +125,27 @@ def test_one_step_moves_the_new_router_and_the_value_heads_only(tiny, tmp_path):
     assert metrics["step"] == 1 and {"utility", "kl", "clip_frac", "approx_kl", "w_helpful"} <= set(metrics)
 
 
+def test_after_a_step_the_rollouts_decode_with_the_stepped_router(tiny, tmp_path):
+    """Rollouts decode through the layers' fast path, which copies the routers' weights into its per-call
+    buffers: the recipe's optimizer is tracked, so after a step they hold the new weights (the reference
+    path, which reads the parameters themselves, gives the same logits)."""
+    run = RouterRecipe.setup(config(tiny, tmp_path / "x"))
+    ids = torch.randint(4, 90, (2, 6), generator=torch.Generator().manual_seed(0))
+
+    def logits(reference: bool) -> torch.Tensor:
+        forward = HoELinear.reference_forward if reference else HoELinear.forward
+        with torch.no_grad(), patch.object(HoELinear, "forward", forward):
+            return run.model(input_ids=ids, preference=[0.5, 0.5]).logits
+
+    fast = logits(False)  # the buffers now hold the router's first weights
+    run.train_step(0)
+    stepped = logits(False)
+    assert not torch.equal(fast, stepped)
+    torch.testing.assert_close(stepped, logits(True), rtol=0, atol=1e-5)
+
+
 def test_over_a_bf16_bundle_the_router_trains_in_float32(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "x", dtype="bfloat16"))
+    run = RouterRecipe.setup(config(tiny, tmp_path / "x", dtype="bfloat16"))
     layer = next(iter(run.model.layers.values()))
     assert layer.lora_A.dtype == layer.stacked.dtype == torch.bfloat16
     assert {p.dtype for p in run.model.router_parameters()} == {torch.float32}
@@ -137,29 +156,34 @@ def test_over_a_bf16_bundle_the_router_trains_in_float32(tiny, tmp_path):
 
 
 def test_the_reference_is_the_linear_soup_and_the_start_is_calibrated(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "x"))
+    run = RouterRecipe.setup(config(tiny, tmp_path / "x"))
     assert run.reference["expert_weights"].tolist() == [0.5, 0.5]  # λ_i on each single-objective expert
-    cal = run.calibration
+    cal = run.measured.calibration
     assert cal["z_star_source"] == "data" and set(cal["means"]) == {"initial policy", "helpful", "harmless"}
     for i, name in enumerate(["helpful", "harmless"]):  # z*_j = best expert mean + 0.1 std
         best = max(cal["means"][e][name] for e in ("helpful", "harmless"))
-        assert run.z_star[i].item() == pytest.approx(best + 0.1 * cal["std"][name], abs=1e-5)
+        assert run.measured.z_star[i].item() == pytest.approx(best + 0.1 * cal["std"][name], abs=1e-5)
     torch.testing.assert_close(
         run.value_heads.linear.bias, torch.tensor(list(cal["value_init"].values())), atol=1e-5, rtol=0
     )
     assert run.value_heads.linear.weight.abs().sum() == 0
     assert run.w.tolist() == pytest.approx([0.5, 0.5])  # w₀ ∝ 1/λ
     assert set(cal["omd_fixed_point"]) == {"helpful", "harmless"}  # where OMD would settle at the start
-    given = setup(config(tiny, tmp_path / "y", target_point="helpful=0.9,harmless=0.8", reference="hoe-lora"))
+    given = RouterRecipe.setup(
+        config(tiny, tmp_path / "y", target_point="helpful=0.9,harmless=0.8", reference="hoe-lora")
+    )
     assert (
-        given.z_star.tolist() == pytest.approx([0.9, 0.8]) and given.calibration["z_star_source"] == "given"
+        given.measured.z_star.tolist() == pytest.approx([0.9, 0.8])
+        and given.measured.calibration["z_star_source"] == "given"
     )
 
 
 def test_gradient_checkpointing_recomputes_and_equals_training_without(tiny, tmp_path):
     results = []
     for checkpointing in (False, True):
-        run = setup(config(tiny, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing))
+        run = RouterRecipe.setup(
+            config(tiny, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing)
+        )
         layer = next(iter(run.model.layers.values()))
         calls: list[bool] = []
         layer.register_forward_hook(lambda *_, calls=calls: calls.append(torch.is_grad_enabled()))
@@ -262,7 +286,7 @@ def test_ctrl_c_mid_step_keeps_the_old_bundle_and_resume_finishes(tiny, tmp_path
     runner = TESTS / "bad_input" / "pause_runner.py"
     args = cli_args(tiny, out, steps=3, seed=1, overwrite=True)
     proc = subprocess.Popen(
-        [sys.executable, str(runner), "hoe.training.mo_ppo:train_step:2", *args],
+        [sys.executable, str(runner), "hoe.training.router.recipe:RouterRecipe.train_step:2", *args],
         stderr=subprocess.PIPE, text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines = []
@@ -329,8 +353,8 @@ def test_bad_options_are_refused_together_naming_the_flags(tiny, tmp_path, capsy
 def test_hoe_lora_init_starts_at_hoe_without_routers(tiny, tmp_path):
     """With --reference hoe-lora the new router's first mixture is HoE-LoRA's weights at the anchor, (0.2, 0.8)
     here (uniform would be (0.5, 0.5)), so step 0 decodes as HoE without routers."""
-    run = setup(config(tiny, tmp_path / "x", anchor="0.2,0.8", reference="hoe-lora", steps=1))
-    assert run.calibration["init"] == "hoe-lora"
+    run = RouterRecipe.setup(config(tiny, tmp_path / "x", anchor="0.2,0.8", reference="hoe-lora", steps=1))
+    assert run.measured.calibration["init"] == "hoe-lora"
     for layer in run.model.layers.values():
         mix = torch.softmax(layer.router_bias[run.router].detach(), -1)
         assert mix.tolist() == pytest.approx([0.2, 0.8], abs=1e-6)
@@ -340,35 +364,40 @@ def test_hoe_lora_init_starts_at_hoe_without_routers(tiny, tmp_path):
         routed = run.model(ids, preference=run.anchor).logits
         lora_only = run.model(ids, expert_weights=torch.tensor([0.2, 0.8])).logits
     torch.testing.assert_close(routed, lora_only, atol=1e-5, rtol=1e-5)
-    uniform = setup(config(tiny, tmp_path / "y", anchor="0.2,0.8", reference="hoe-lora", init="uniform"))
+    uniform = RouterRecipe.setup(
+        config(tiny, tmp_path / "y", anchor="0.2,0.8", reference="hoe-lora", init="uniform")
+    )
     layer = next(iter(uniform.model.layers.values()))
     assert layer.router_bias[uniform.router].tolist() == [1.0, 1.0]
 
 
 def test_improvement_measures_the_lora_only_baseline_and_hypervolume_takes_r(tiny, tmp_path):
-    run = setup(config(tiny, tmp_path / "imp", anchor="0.2,0.8", scalarisation="improvement"))
-    cal = run.calibration
-    assert set(cal["means"]) == {"initial policy", "hoe-lora at the anchor"} and run.z_star is None
-    assert run.baseline.tolist() == pytest.approx(list(cal["baseline"].values()), abs=1e-6)
-    assert run.scalarisation.z_star.equal(run.baseline)  # Tchebycheff from y⁰
-    hv = setup(
+    run = RouterRecipe.setup(config(tiny, tmp_path / "imp", anchor="0.2,0.8", scalarisation="improvement"))
+    cal = run.measured.calibration
+    assert set(cal["means"]) == {"initial policy", "hoe-lora at the anchor"} and run.measured.z_star is None
+    assert run.measured.baseline.tolist() == pytest.approx(list(cal["baseline"].values()), abs=1e-6)
+    assert run.scalarisation.z_star.equal(run.measured.baseline)  # Tchebycheff from y⁰
+    hv = RouterRecipe.setup(
         config(tiny, tmp_path / "hv", scalarisation="hypervolume", reference_point="helpful=0,harmless=-1")
     )
-    assert hv.ref_point.tolist() == [0.0, -1.0] and hv.scalarisation.ref_point.tolist() == [0.0, -1.0]
-    assert hv.calibration["reference_point"] == {"helpful": 0.0, "harmless": -1.0}
+    assert hv.measured.ref_point.tolist() == [0.0, -1.0] and hv.scalarisation.ref_point.tolist() == [
+        0.0,
+        -1.0,
+    ]
+    assert hv.measured.calibration["reference_point"] == {"helpful": 0.0, "harmless": -1.0}
     first = config(tiny, tmp_path / "imp2", anchor="0.2,0.8", scalarisation="improvement", steps=1)
     out = train_router(first, progress=False)
     measured = json.loads((out / "hoe_router_training.json").read_text())["calibration"]["baseline"]
-    again = setup(RouterConfig(**{**vars(first), "steps": 2, "resume": True}))
+    again = RouterRecipe.setup(RouterConfig(**{**vars(first), "steps": 2, "resume": True}))
     try:  # resuming restores the baseline instead of measuring it again
-        assert again.baseline.tolist() == pytest.approx(list(measured.values()), abs=1e-6)
+        assert again.measured.baseline.tolist() == pytest.approx(list(measured.values()), abs=1e-6)
     finally:
         again.dist.close()
 
 
 def test_hypervolume_needs_a_reference_point_for_other_objectives(tiny, tmp_path):
     with pytest.raises(ConfigError, match="^reference_point: is required"):
-        setup(config(tiny, tmp_path / "hv", scalarisation="hypervolume"))
+        RouterRecipe.setup(config(tiny, tmp_path / "hv", scalarisation="hypervolume"))
 
 
 def test_anchor_auto_walks_the_placement_and_the_card_says_why(tiny, tmp_path):
@@ -393,6 +422,6 @@ def test_anchor_auto_walks_the_placement_and_the_card_says_why(tiny, tmp_path):
     assert "placed by hoe place-routers" in (out / "README.md").read_text()
     again = config(tiny, tmp_path / "auto2", anchor="auto", placement=str(path), steps=1)
     with pytest.raises(Exception, match="^anchor: every anchor the placement chose"):
-        setup(RouterConfig(**{**vars(again), "model": str(out)}))
+        RouterRecipe.setup(RouterConfig(**{**vars(again), "model": str(out)}))
     with pytest.raises(Exception, match="^anchor: got 'auto'.*--placement"):
         config(tiny, tmp_path / "x", anchor="auto")

@@ -1,6 +1,7 @@
 """Run ``hoe ARGS`` with one function made to stop half-way, so a test can signal a real run at that point.
 
-    python pause_runner.py MODULE:ATTR:N hoe-args...     pause before the N-th call of MODULE.ATTR
+    python pause_runner.py MODULE:ATTR:N hoe-args...     pause before the N-th call of MODULE.ATTR (ATTR may
+                                                         be CLASS.METHOD)
     python pause_runner.py old-aside hoe-args...         pause right after an output was renamed aside
                                                          (between the two renames that replace it)
 
@@ -22,8 +23,11 @@ def pause(seconds: float = 120) -> None:
 
 def patch_call(spec: str) -> None:
     module_name, attr, n = spec.split(":")
-    module = importlib.import_module(module_name)
-    original, calls = getattr(module, attr), [0]
+    owner = importlib.import_module(module_name)
+    *path, attr = attr.split(".")
+    for name in path:
+        owner = getattr(owner, name)
+    original, calls = getattr(owner, attr), [0]
 
     def wrapper(*args, **kwargs):
         calls[0] += 1
@@ -31,7 +35,7 @@ def patch_call(spec: str) -> None:
             pause()
         return original(*args, **kwargs)
 
-    setattr(module, attr, wrapper)
+    setattr(owner, attr, wrapper)
 
 
 def patch_old_aside() -> None:

@@ -123,7 +123,8 @@ def prepare_train(inputs, tmp_path):
 COMMANDS = {
     "extract": (prepare_extract, "hoe.experts.extract:write_adapter:2"),  # one of two experts written
     "merge": (prepare_merge, "hoe.experts.merge:task_svd:3"),  # two modules merged
-    "train-expert": (prepare_train, "hoe.training.expert:train_step:2"),  # step 1 checkpointed
+    # step 1 checkpointed
+    "train-expert": (prepare_train, "hoe.training.expert.recipe:ExpertRecipe.train_step:2"),
 }
 
 

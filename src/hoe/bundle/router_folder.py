@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # attach_router takes the model; typing only
 ROUTER_MANIFEST = "hoe_router.json"
 ROUTER_FORMAT = "hoe-router/1"
 ROUTER_FILE = "router.safetensors"
-TRAINING_RECORD = "hoe_router_training.json"  # hoe.training.router_card.ROUTER_RECORD
+TRAINING_RECORD = "hoe_router_training.json"  # hoe.training.router.card.ROUTER_RECORD
 
 
 def save_router(

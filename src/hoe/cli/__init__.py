@@ -1,5 +1,7 @@
 """The ``hoe`` command line: one subcommand per pipeline stage, each a thin layer over a library function.
 
+The subcommands register on :data:`hoe.cli.app.app`, one module per stage; importing this package imports them.
+
 :func:`run` is the whole front end: it words the library's errors as flags (``--max-new-tokens: ...``), prints
 warnings as one line each, and turns Ctrl-C or SIGTERM into a message saying what was kept. Exit codes: 0 done,
 2 bad input (one line, never a traceback), 130 interrupted.
@@ -15,38 +17,13 @@ from collections.abc import Sequence
 import typer
 from typer import _click as click  # typer vendors its own click; its exceptions are not click's
 
+from hoe.cli import evaluation, experts, model, serving, setups, training  # noqa: F401  (registers the subcommands)
+from hoe.cli.app import app
 from hoe.errors import HoEError, HoEWarning
 
 INTERRUPTED = 130
 
-app = typer.Typer(
-    help="HoE: multi-objective alignment of LLMs with hierarchical experts (LoRA experts, routers, preference "
-    "routing).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts hold literal brackets such as NAME=DIR[@PREFERENCE]
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from hoe import __version__
-
-        typer.echo(f"hoe {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """HoE: multi-objective alignment of LLMs with hierarchical experts."""
-
-
-from hoe.cli import evaluation, experts, model, serving, setups, training  # noqa: E402,F401  (registers the subcommands)
+__all__ = ["app", "main", "run"]
 
 
 class Interrupted(BaseException):

@@ -2,36 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from hoe.cli import app
-from hoe.cli.parsing import config_option, parse_named
+from hoe.cli.app import app
+from hoe.cli.parsing import config_from, config_option, parse_named
+from hoe.evaluation.evaluate import EvaluateConfig
 
 
-def _option(name: str, help: str):
-    from hoe.evaluation.evaluate import EvaluateConfig
-
+def _option(name: str, help: str) -> Any:
     return config_option(EvaluateConfig, name, help)
 
 
-def evaluate_config(params: dict):
-    """The :class:`~hoe.evaluation.evaluate.EvaluateConfig` of ``evaluate``'s parameters (every one a field,
-    except ``progress``); also what ``hoe setup check`` validates a set-up's evaluation with."""
-    from hoe.evaluation.evaluate import EvaluateConfig
-
-    options = {k: v for k, v in params.items() if k != "progress"}
-    objective = options.get("objective")
-    options.update(
-        model=str(options["model"]), out=str(options["out"]), tuned=parse_named(options["tuned"], "tuned")
+def evaluate_config(params: Mapping[str, Any]) -> EvaluateConfig:
+    """The :class:`~hoe.evaluation.evaluate.EvaluateConfig` of ``evaluate``'s parsed options (every field is one);
+    also what ``hoe setup check`` validates a set-up's evaluation with."""
+    objective = params["objective"]
+    return config_from(
+        EvaluateConfig,
+        params,
+        model=str(params["model"]),
+        out=str(params["out"]),
+        tuned=parse_named(params["tuned"], "tuned"),
+        objective=list(objective) if objective else None,
+        preference=list(params["preference"]),
     )
-    options.update(objective=list(objective) if objective else None, preference=list(options["preference"]))
-    return EvaluateConfig(**options)
 
 
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Path = typer.Option(..., help="The HoE bundle (its routers are the `hoe` method)."),
     out: Path = typer.Option(
         ..., help="Results folder; an interrupted run resumes from the points stored there."
@@ -82,15 +85,23 @@ def evaluate(
         help="Copy a point that another method computes identically (HoE where no router is reached and "
         "HoE without routers; soup, RS and MOD at a vertex and the expert) instead of generating it again.",
     ),
+    shard: str | None = _option(
+        "shard",
+        help="I/N: compute shard I (0-based) of N of the points into --out (run the N shards at once, e.g. one "
+        "per GPU); the last to finish writes results.json. Under torchrun the rank is the shard.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar over the (method, preference) points."),
 ) -> None:
     """Evaluate HoE against the baselines over a preference grid (BENCH.md §1) and write results.json,
-    results.md and pareto.png."""
-    config = evaluate_config(locals())  # first: locals() are the parameters only
+    results.md and the figures (pareto.png, hypervolume.png, simplex.png)."""
+    config = evaluate_config(ctx.params)
     from hoe.evaluation.evaluate import evaluate as run
     from hoe.evaluation.report import markdown
 
     results = run(config, progress=progress)
+    if results is None:  # a shard whose points are stored; another process writes results.json
+        typer.echo(f"this shard's points are stored in {out}; results.json follows when every shard's are")
+        return
     typer.echo(markdown(results).split("\n## ")[0].rstrip())
     typer.echo(f"\nresults written to {out}")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from hoe.backbones import SMOLLM2
-from hoe.cli import app
+from hoe.cli.app import app
 from hoe.cli.parsing import parse_list, parse_named
 from hoe.experts.extract import extract as extract_experts
 from hoe.experts.merge import merge as merge_experts
@@ -69,7 +71,7 @@ def extract(
 MERGE_OPTION_FLAGS = ("density", "keep", "clip", "scale")
 
 
-def merge_options(params: dict) -> dict[str, float]:
+def merge_options(params: Mapping[str, Any]) -> dict[str, float]:
     """The method options of ``merge``'s parameters, those given: passed through as given, the library checks
     each against the method's declared options and ranges."""
     return {k: params[k] for k in MERGE_OPTION_FLAGS if params.get(k) is not None}
@@ -77,6 +79,7 @@ def merge_options(params: dict) -> dict[str, float]:
 
 @app.command()
 def merge(
+    ctx: typer.Context,
     expert: list[str] = typer.Option(
         ..., help="NAME=DIR of a LoRA expert (PEFT adapter); repeat per expert."
     ),
@@ -99,7 +102,7 @@ def merge(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Merge LoRA experts at a preference into one multi-objective LoRA expert (merge on full deltas, then SVD)."""
-    options = merge_options(locals())
+    options = merge_options(ctx.params)
     folder = merge_experts(
         parse_named(expert, "expert"),
         preference,

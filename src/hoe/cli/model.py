@@ -11,7 +11,7 @@ import typer
 
 from hoe.bundle.build import build as build_bundle
 from hoe.bundle.router_folder import save_router as save_router_folder
-from hoe.cli import app
+from hoe.cli.app import app
 from hoe.cli.parsing import parse_named
 from hoe.errors import ConfigError
 
@@ -96,20 +96,50 @@ def save_router(
 @app.command()
 def export(
     model: Path = typer.Option(..., help="HoE bundle folder (from `hoe build`)."),
-    preference: str = typer.Option(
-        ..., help="The one trade-off to export: relevance=0.6,positivity=0.4 or 0.6,0.4,0.0."
+    preference: str | None = typer.Option(
+        None, help="The one trade-off to export: relevance=0.6,positivity=0.4 or 0.6,0.4,0.0."
     ),
-    out: Path = typer.Option(..., help="Output folder: a plain Hugging Face checkpoint with its tokenizer."),
+    out: Path = typer.Option(
+        ...,
+        help="Output folder: a plain Hugging Face checkpoint with its tokenizer (merged), one PEFT adapter "
+        "(adapter), or with --grid one adapter per point and index.json.",
+    ),
+    format: str = typer.Option(
+        "merged",
+        help="merged: the experts merged into the base weights; adapter: PEFT LoRA adapters over the unchanged "
+        "base, for vLLM, LoRAX or TGI.",
+    ),
+    grid: int | None = typer.Option(
+        None, help="With --format adapter: one adapter per point of the simplex lattice of step 1/GRID."
+    ),
+    print_vllm_args: bool = typer.Option(
+        False, help="With --grid: print the `vllm serve` line that serves every adapter written."
+    ),
     dtype: str | None = typer.Option(
-        None, help="Saved weights dtype: float32, bfloat16 or float16 (default: the base checkpoint's)."
+        None,
+        help="Saved weights dtype: float32, bfloat16 or float16 (default: the base checkpoint's for merged, "
+        "the experts' for adapters).",
     ),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (once the new one is complete)."),
 ) -> None:
-    """Merge the LoRA experts at one preference into the base weights: a checkpoint that transformers, vLLM
-    or TGI load as is (router experts are left out: token-level routing needs `hoe serve`)."""
-    from hoe.export.merged import export as export_checkpoint
+    """A bundle at a preference for engines that know nothing of HoE: merged into the base weights (a checkpoint
+    transformers, vLLM or TGI load as is), or as PEFT LoRA adapters they batch over one base. Router experts
+    are left out: token-level routing needs `hoe serve`."""
+    from hoe.errors import ConfigError
+    from hoe.export import export as export_bundle
+    from hoe.export.adapter import read_index
 
-    typer.echo(f"checkpoint: {export_checkpoint(model, preference, out, dtype, overwrite)}")
+    if print_vllm_args and grid is None:
+        raise ConfigError(
+            "prints the line for an adapter grid.",
+            field="print_vllm_args",
+            fix="Pass --format adapter --grid K.",
+        )
+    written = export_bundle(model, preference, out, dtype, overwrite, format=format, grid=grid)
+    kind = "checkpoint" if format == "merged" else "adapters" if grid is not None else "adapter"
+    typer.echo(f"{kind}: {written}")
+    if print_vllm_args:
+        typer.echo(read_index(written)["vllm"])
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any
 
 from hoe.errors import ConfigError, HoEError
 from hoe.setups.config import Setup
+from hoe.training.router.config import default_router_name
 
 TRAIN, EVAL = "train", "eval"  # the prompt splits every command reads
 PROMPT_KEYS = {"file", "dataset", "subset", "format", "train", "eval"}
@@ -108,8 +109,8 @@ def _routers(
     folders: list[str] = []
     for i, (name, anchor, extra) in enumerate(_router_anchors(setup, out, bundle, prompts, steps)):
         if str(out / "routers" / name / "router") in folders:
-            raise ConfigError(f"names a second router {name!r} (anchors are named by their percentages).",
-                              field=f"routers.anchors[{i}]", value=anchor, fix="Give router anchors that differ by 1 % or more.")  # fmt: skip
+            raise ConfigError(f"names a second router {name!r} (routers are named by their anchors, to two decimals).",
+                              field=f"routers.anchors[{i}]", value=anchor, fix="Give router anchors that differ by 0.01 or more.")  # fmt: skip
         folder = out / "routers" / name
         steps.append(_step(f"the router expert {name}", "routers", "train-router", "--model", bundle, "--anchor",
                            anchor, *extra, "--out", folder / "bundle", "--name", name, *_objective_flags(setup),
@@ -140,7 +141,7 @@ def _router_anchors(
             raise ConfigError("count and placement go with anchors = \"auto\".", field="[routers]",
                               fix='Write anchors = "auto", or drop count and placement.')  # fmt: skip
         return [
-            ("router-" + "-".join(f"{round(100 * w)}" for w in anchor.values()), _text(anchor), [])
+            (default_router_name(list(anchor.values())), _text(anchor), [])
             for anchor in _anchors(setup, "routers")
         ]
     count = setup.routers.get("count")
@@ -207,7 +208,7 @@ def _parse(step: Step) -> None:
     import typer
     from typer import _click as click
 
-    from hoe.cli import app
+    from hoe.cli.app import app
     from hoe.cli.experts import merge_options
     from hoe.cli.training import expert_config, router_config
     from hoe.experts.merging import resolve_options

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hoe.cli import app
+from hoe.cli.app import app
 from hoe.errors import ConfigError
 
 

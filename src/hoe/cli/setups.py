@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hoe.cli import app
+from hoe.cli.app import app
 
 setup_app = typer.Typer(
     help="A whole experiment from one TOML file: check it, print its commands, write its prompts.",

@@ -3,113 +3,124 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from hoe.cli import app
-from hoe.cli.parsing import config_option, parse_list
+from hoe.cli.app import app
+from hoe.cli.parsing import config_from, config_option, parse_list
+from hoe.training import ExpertConfig, RouterConfig
+from hoe.training import train_expert as run_expert
+from hoe.training import train_router as run_router
+
+
+def _expert_option(name: str, help: str) -> Any:
+    return config_option(ExpertConfig, name, help)
+
+
+def _router_option(name: str, help: str) -> Any:
+    return config_option(RouterConfig, name, help)
 
 
 @app.command("train-expert")
 def train_expert(
-    out: Path = typer.Option(..., help="Output folder: the PEFT adapter, its card, and checkpoints/."),
-    base: str = typer.Option(
-        "smollm2-135m-instruct", help="Base model: a local folder, a Hugging Face id, or the built-in name."
+    ctx: typer.Context,
+    out: Path = _expert_option("out", help="Output folder: the PEFT adapter, its card, and checkpoints/."),
+    base: str = _expert_option(
+        "base", help="Base model: a local folder, a Hugging Face id, or the built-in name."
     ),
-    objective: str = typer.Option(
-        "relevance",
+    objective: str = _expert_option(
+        "objective",
         help="What to maximise: relevance, positivity, brevity[:N], hf:MODEL[@INDEX][#TEMPLATE], neg:SPEC, "
         "judge:MODEL:QUESTION or "
         "py:package.module:function (prefix NAME= to rename).",
     ),
-    prompts: str = typer.Option(
-        "smol",
+    prompts: str = _expert_option(
+        "prompts",
         help='Prompt set: a JSONL file of {"prompt": ..., "split": ...} lines, or the built-in smol '
         "(712 short chat prompts).",
     ),
-    split: str = typer.Option(
-        "train", help="Split of --prompts to train on (a file without splits is used whole)."
+    split: str = _expert_option(
+        "split", help="Split of --prompts to train on (a file without splits is used whole)."
     ),
-    steps: int = typer.Option(200, help="Optimizer steps (the total, also when resuming)."),
-    seed: int = typer.Option(0, help="Seed of the LoRA init, prompt order and sampling."),
-    lora_rank: int = typer.Option(8, help="LoRA rank r (lora_alpha = r, so scaling 1)."),
-    targets: str | None = typer.Option(
-        None, help="Comma-separated module names to adapt (default: q_proj,k_proj,v_proj,o_proj if present)."
+    steps: int = _expert_option("steps", help="Optimizer steps (the total, also when resuming)."),
+    seed: int = _expert_option("seed", help="Seed of the LoRA init, prompt order and sampling."),
+    lora_rank: int = _expert_option("lora_rank", help="LoRA rank r (lora_alpha = r, so scaling 1)."),
+    targets: str | None = _expert_option(
+        "targets",
+        help="Comma-separated module names to adapt (default: q_proj,k_proj,v_proj,o_proj if present).",
     ),
-    lr: float = typer.Option(2e-4, help="AdamW learning rate (no weight decay)."),
-    kl_coef: float = typer.Option(0.05, help="β in reward = score - β·KL(policy || base) per response."),
-    samples_per_prompt: int = typer.Option(4, help="K responses per prompt (RLOO baseline: the other K-1)."),
-    batch_prompts: int = typer.Option(
-        4, help="Prompts per step (a step trains on batch_prompts × K responses)."
+    lr: float = _expert_option("lr", help="AdamW learning rate (no weight decay)."),
+    kl_coef: float = _expert_option(
+        "kl_coef", help="β in reward = score - β·KL(policy || base) per response."
     ),
-    max_new_tokens: int = typer.Option(48, help="Response length budget (also brevity's denominator)."),
-    temperature: float = typer.Option(0.7, help="Sampling temperature."),
-    max_grad_norm: float = typer.Option(1.0, help="Gradient-norm clip."),
-    micro_batch: int = typer.Option(
-        16, help="Rows per forward pass (rounded to whole prompt groups); saves memory."
+    samples_per_prompt: int = _expert_option(
+        "samples_per_prompt", help="K responses per prompt (RLOO baseline: the other K-1)."
     ),
-    checkpoint_every: int = typer.Option(25, help="Write a checkpoint every N steps (and at the end)."),
-    resume: bool = typer.Option(
-        False, help="Continue from the last checkpoint in --out (start fresh if none)."
+    batch_prompts: int = _expert_option(
+        "batch_prompts", help="Prompts per step (a step trains on batch_prompts × K responses)."
     ),
-    overwrite: bool = typer.Option(
-        False, help="Start again; an existing --out is kept until the new expert is complete."
+    max_new_tokens: int = _expert_option(
+        "max_new_tokens", help="Response length budget (also brevity's denominator)."
     ),
-    device: str = typer.Option("auto", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("float32", help="Saved adapter dtype: float32, float16 or bfloat16."),
-    base_dtype: str = typer.Option(
-        "float32",
+    temperature: float = _expert_option("temperature", help="Sampling temperature."),
+    max_grad_norm: float = _expert_option("max_grad_norm", help="Gradient-norm clip."),
+    micro_batch: int = _expert_option(
+        "micro_batch", help="Rows per forward pass (rounded to whole prompt groups); saves memory."
+    ),
+    checkpoint_every: int = _expert_option(
+        "checkpoint_every", help="Write a checkpoint every N steps (and at the end)."
+    ),
+    resume: bool = _expert_option(
+        "resume", help="Continue from the last checkpoint in --out (start fresh if none)."
+    ),
+    overwrite: bool = _expert_option(
+        "overwrite", help="Start again; an existing --out is kept until the new expert is complete."
+    ),
+    device: str = _expert_option("device", help="auto (the GPU if torch sees one), cpu, cuda or cuda:N."),
+    dtype: str = _expert_option("dtype", help="Saved adapter dtype: float32, float16 or bfloat16."),
+    base_dtype: str = _expert_option(
+        "base_dtype",
         help="The frozen base model is loaded in: float32, bfloat16 or float16 (LoRA trains in float32).",
     ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Train a single-objective LoRA expert (RLOO with a KL penalty to the base model)."""
-    config = expert_config(locals())  # first: locals() are the parameters only
-    from hoe.training.expert import train_expert as run
-
-    folder = run(config, progress=progress)
+    folder = run_expert(expert_config(ctx.params), progress=progress)
     typer.echo(f"expert written to {folder}")
 
 
-def expert_config(params: dict):
-    """The :class:`~hoe.training.expert.ExpertConfig` of ``train-expert``'s parameters (every one a field,
-    except ``progress``); also what ``hoe setup check`` validates a set-up's experts with."""
-    from hoe.training.expert import ExpertConfig
-
-    options = {k: v for k, v in params.items() if k != "progress"}
-    options.update(out=str(options["out"]), targets=parse_list(options["targets"]))
-    return ExpertConfig(**options)
+def expert_config(params: Mapping[str, Any]) -> ExpertConfig:
+    """The :class:`~hoe.training.expert.ExpertConfig` of ``train-expert``'s parsed options (every field is one);
+    also what ``hoe setup check`` validates a set-up's experts with."""
+    return config_from(ExpertConfig, params, out=str(params["out"]), targets=parse_list(params["targets"]))
 
 
-def router_config(params: dict):
-    """The :class:`~hoe.training.router.RouterConfig` of ``train-router``'s parameters (every one a field,
-    except ``progress``); also what ``hoe setup check`` validates a set-up's routers with."""
-    from hoe.training.router import RouterConfig
-
-    options = {k: v for k, v in params.items() if k != "progress"}
-    objective = options.get("objective")
-    options.update(
-        model=str(options["model"]), out=str(options["out"]), objective=list(objective) if objective else None
+def router_config(params: Mapping[str, Any]) -> RouterConfig:
+    """The :class:`~hoe.training.router.RouterConfig` of ``train-router``'s parsed options (every field is one);
+    also what ``hoe setup check`` validates a set-up's routers with."""
+    objective = params["objective"]
+    return config_from(
+        RouterConfig,
+        params,
+        model=str(params["model"]),
+        out=str(params["out"]),
+        objective=list(objective) if objective else None,
     )
-    return RouterConfig(**options)
-
-
-def _router_option(name: str, help: str):
-    from hoe.training.router import RouterConfig
-
-    return config_option(RouterConfig, name, help)
 
 
 @app.command("train-router")
 def train_router(
-    model: Path = typer.Option(..., help="The input bundle (made by hoe build); it is never modified."),
-    anchor: str = typer.Option(
-        ...,
+    ctx: typer.Context,
+    model: Path = _router_option("model", help="The input bundle (made by hoe build); it is never modified."),
+    anchor: str = _router_option(
+        "anchor",
         help="The router's preference λ, e.g. relevance=0.5,positivity=0.5,brevity=0 (or 0.5,0.5,0); auto: "
         "the next anchor of --placement that the bundle has no router at.",
     ),
-    out: Path = typer.Option(..., help="The new bundle: the input bundle plus the trained router."),
+    out: Path = _router_option("out", help="The new bundle: the input bundle plus the trained router."),
     placement: str | None = _router_option(
         "placement",
         help="placement.json of hoe place-routers, for --anchor auto (its reason goes in the card).",
@@ -206,10 +217,7 @@ def train_router(
 
     Runs on one process, or on several under torchrun --nproc_per_node N / accelerate launch --num_processes N.
     """
-    config = router_config(locals())  # first: locals() are the parameters only
-    from hoe.training.router import train_router as run
-
-    folder = run(config, progress=progress)
+    folder = run_router(router_config(ctx.params), progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun / accelerate, one line, not one per process
         typer.echo(f"bundle with router written to {folder}")
 

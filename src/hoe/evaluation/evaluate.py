@@ -10,7 +10,7 @@ by the bundle's objectives. ``OUT`` then holds
   (mean, s.e., n), hypervolume with a paired bootstrap interval, the ratio to the best baseline,
   controllability, mean Tchebycheff utility, tokens/s and forward passes per token
   (:mod:`hoe.evaluation.summary`);
-* ``results.md`` and ``pareto.png`` (:mod:`hoe.evaluation.report`).
+* ``results.md`` (:mod:`hoe.evaluation.report`), ``pareto.png``, ``hypervolume.png`` and ``simplex.png`` (:mod:`hoe.evaluation.plots`).
 
 The hypervolume's reference point is BENCH.md's for the smol3 objectives (relevance 0, positivity −0.5,
 brevity 0) and must be given for any other objectives: it is part of the protocol, never tuned to the results.
@@ -21,17 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hoe.distributed import Dist
 from hoe.dtypes import DTYPES
 from hoe.errors import ConfigError, HoEError, OutputExistsError, bad_value, raise_all
 from hoe.evaluation.methods import METHODS, Decoding, Method, preference_label
-from hoe.evaluation.models import Models, bundle_digest, digest, open_tuned_models, tuned_refs
-from hoe.evaluation.sweep import Plan, load_finished, run_sweep, verify_points
+from hoe.evaluation.models import Models, open_tuned_models, tuned_refs
+from hoe.evaluation.sweep import Plan, load_finished, run_sweep, shard_points, verify_points
 from hoe.io.atomic import Inputs, atomic_file, output_path, refuse_inputs
 from hoe.preference import Preference
 from hoe.validation import at_least, non_empty, one_of, validate, whole_at_least
@@ -69,6 +70,7 @@ class EvaluateConfig:
     dtype: str = "float32"
     overwrite: bool = False  # redo stored points made with other settings (else they are refused)
     reuse: bool = True  # copy a point another method computes identically instead of generating it again
+    shard: str | None = None  # "I/N": this process computes shard I (0-based) of N; default: torchrun's rank
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -88,6 +90,25 @@ def _methods_known(c: EvaluateConfig) -> HoEError | None:
     if twice:
         return bad_value("methods", ",".join(methods), f"Name each method once ({twice} repeat).")
     return None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N."""
+    index, slash, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = -1
+    if not slash or not 0 <= i < n:
+        raise bad_value("shard", text, "Write I/N with 0 <= I < N: 0/2 and 1/2 split the points in two.")
+    return i, n
+
+
+def _shard(c: EvaluateConfig) -> HoEError | None:
+    try:
+        return None if c.shard is None else (parse_shard(c.shard) and None)
+    except HoEError as e:
+        return e
 
 
 def _limit(c: EvaluateConfig) -> HoEError | None:
@@ -113,6 +134,7 @@ _CHECKS = [
     non_empty("prompts", "a prompt file or smol:eval"),
     _methods_known,
     _limit,
+    _shard,
     whole_at_least("grid", 1, "the lattice divisions (4: step 1/4)"),
     whole_at_least("samples", 1, "a number of responses per prompt"),
     whole_at_least("max_new_tokens", 1, "a number of tokens"),
@@ -139,23 +161,53 @@ class _Inputs:
     out: Path
 
 
-def evaluate(config: EvaluateConfig, progress: bool = True) -> dict:
+def evaluate(config: EvaluateConfig, progress: bool = True) -> dict | None:
     """Run (or resume) the evaluation of ``config`` and write ``config.out``; return ``results.json``'s
     content. Every input is checked, and stored points are matched to the config, before anything loads
-    or is written."""
+    or is written.
+
+    Sharded (``config.shard`` ``I/N``, or N processes under ``torchrun``), a process computes its share of the
+    points (:func:`~hoe.evaluation.sweep.shard_points`) into the one ``out`` folder; ``results.json`` is
+    written by rank 0 after all ranks under ``torchrun``, and with ``--shard`` by the shard that finds every
+    point stored when it finishes (a rerun without sharding writes it too). A process that does not write it
+    returns None."""
     start = time.perf_counter()
     inputs = _check_inputs(config)
-    methods, objectives, plan, models = _setup(config, inputs)
-    done = load_finished(plan, inputs.out, config.overwrite)
-    verify_points(done, plan, inputs.prompts, objectives, inputs.out)
-    needs = [(name, METHODS[name].needs) for name in config.methods]
+    dist = Dist.from_env(config.device) if config.shard is None else Dist(device=inputs.device)
+    inputs.device = dist.device  # under torchrun on GPUs, each rank its own
+    index, count = parse_shard(config.shard) if config.shard is not None else (dist.rank, dist.world)
+    try:
+        methods, objectives, plan, models = _setup(config, inputs)
+        mine = plan if count == 1 else replace(plan, points=shard_points(plan, methods, index, count))
+        done = load_finished(mine, inputs.out, config.overwrite)
+        verify_points(done, mine, inputs.prompts, objectives, inputs.out)
+        needs = [(name, METHODS[name].needs) for name in config.methods]
 
-    def release(finished: str) -> None:  # free the models no later method uses
-        later = needs[[n for n, _ in needs].index(finished) + 1 :]
-        models.keep(set().union(*(k for _, k in later)) if later else set())
+        def release(finished: str) -> None:  # free the models no later method uses
+            later = needs[[n for n, _ in needs].index(finished) + 1 :]
+            models.keep(set().union(*(k for _, k in later)) if later else set())
 
-    points = run_sweep(plan, methods, inputs.prompts, objectives, inputs.out, done, progress, release)
-    return _write_results(config, inputs, plan, methods, points, time.perf_counter() - start)
+        points = run_sweep(mine, methods, inputs.prompts, objectives, inputs.out, done, progress, release)
+        dist.barrier()  # under torchrun, every rank's points are stored past this line
+        if count > 1:
+            points = _all_points(plan, inputs.out) if dist.is_main else None
+            if points is None:
+                return None
+        return _write_results(config, inputs, plan, methods, points, time.perf_counter() - start)
+    finally:
+        dist.close()
+
+
+def _all_points(plan: Plan, out: Path) -> dict[str, list] | None:
+    """Every point of ``plan`` from ``out``, grouped by method in plan order, or None while some are missing
+    (a shard still running)."""
+    done = load_finished(plan, out)
+    if len(done) < len(plan.points):
+        return None
+    grouped: dict[str, list] = {}
+    for name, label, _ in plan.points:
+        grouped.setdefault(name, []).append(done[(name, label)])
+    return grouped
 
 
 def _check_inputs(config: EvaluateConfig) -> _Inputs:
@@ -275,7 +327,7 @@ def _setup(config: EvaluateConfig, inputs: _Inputs):
     methods: dict[str, Method] = {m: METHODS[m](models, tokenizer, decoding, eos) for m in config.methods}
     plan = Plan(
         points=[(name, label, lam) for name, m in methods.items() for label, lam in m.points(inputs.grid)],
-        keys={name: _key(config, inputs, models, m) for name, m in methods.items()},
+        keys=_keys(config, inputs, models, methods),
         samples=config.samples,
         seed=config.seed,
         batch_size=config.batch_size,
@@ -284,11 +336,13 @@ def _setup(config: EvaluateConfig, inputs: _Inputs):
     return methods, objectives, plan, models
 
 
-def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method) -> dict:
-    """What a method's numbers depend on: stored with each point, compared on resume."""
+def _keys(config: EvaluateConfig, inputs: _Inputs, models: Models, methods: dict[str, Method]) -> dict:
+    """What each method's numbers depend on (:mod:`hoe.evaluation.identity`): stored with each point,
+    compared on resume. Each model is identified once, for every method that depends on it."""
+    from hoe.evaluation.identity import adapter_identity, bundle_identity, model_identity
     from hoe.io.resolve import resolve_model_dir
 
-    key = {
+    settings = {
         "prompts": prompts_digest(inputs.prompts),
         "samples": config.samples,
         "seed": config.seed,
@@ -298,14 +352,21 @@ def _key(config: EvaluateConfig, inputs: _Inputs, models: Models, method: Method
         "objective": inputs.specs,
         "dtype": config.dtype,
     }
-    for part in ("experts", "routers"):
-        if part in method.depends:
-            key[part] = bundle_digest(config.model, part)
-    if "base" in method.depends:
-        key["base"] = digest(resolve_model_dir(models.base_ref, field="model"))
-    if "tuned" in method.depends:
-        key["tuned"] = {t.name: digest(t.folder) for t in inputs.soup.tuned}
-    return key
+    identify = {
+        "experts": lambda: bundle_identity(config.model, "experts"),
+        "routers": lambda: bundle_identity(config.model, "routers"),
+        "base": lambda: model_identity(resolve_model_dir(models.base_ref, field="model")),
+        "tuned": lambda: {
+            t.name: adapter_identity(t.adapter) if t.adapter is not None else model_identity(t.folder)
+            for t in inputs.soup.tuned
+        },
+    }
+    used = {part for m in methods.values() for part in m.depends}
+    ids = {part: identify[part]() for part in identify if part in used}
+    return {
+        name: {**settings, **{part: ids[part] for part in identify if part in m.depends}}
+        for name, m in methods.items()
+    }
 
 
 def prompts_digest(prompts: list[str]) -> str:
@@ -313,7 +374,8 @@ def prompts_digest(prompts: list[str]) -> str:
 
 
 def _write_results(config, inputs: _Inputs, plan: Plan, methods, points, seconds: float) -> dict:
-    from hoe.evaluation.report import markdown, plot
+    from hoe.evaluation.plots import write_all
+    from hoe.evaluation.report import markdown
     from hoe.evaluation.summary import LEVEL, summarise
     from hoe.provenance import command_line, versions
 
@@ -345,5 +407,5 @@ def _write_results(config, inputs: _Inputs, plan: Plan, methods, points, seconds
         tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     with atomic_file(out / "results.md") as tmp:
         tmp.write_text(markdown(results), encoding="utf-8")
-    plot(results, out / "pareto.png")
+    write_all(results, out)  # pareto.png, hypervolume.png and, for three objectives, simplex.png
     return results

@@ -7,13 +7,11 @@
   folders given as ``tuned`` (full checkpoints or PEFT adapters). Each is used as θ(e_i) of
   :mod:`hoe.evaluation.rewarded_soups`, so the expert, ``rs`` and ``mod`` at a vertex are one model.
 
-:func:`digest` identifies what a stored result was made from, so a resumed evaluation never mixes models.
+What a stored result was made from is identified by :mod:`hoe.evaluation.identity`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -145,56 +143,3 @@ class Models:
                 del self._loaded[key]
         if "working" not in self._loaded:
             self._working_at = None
-
-
-def digest(folder: str | Path, content: bool = False) -> str:
-    """A short id of a model folder: the names, sizes and modification times of its weight and config files,
-    or (``content``) their bytes, for small folders such as bundles of LoRA experts."""
-    root = Path(folder)
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.suffix not in {".safetensors", ".json"} or p.name.startswith("."):
-            continue
-        h.update(str(p.relative_to(root)).encode())
-        if content:
-            h.update(file_content(p))
-        else:
-            stat = p.stat()
-            h.update(json.dumps([stat.st_size, stat.st_mtime_ns]).encode())
-    return h.hexdigest()[:16]
-
-
-def bundle_digest(folder: str | Path, part: str) -> str:
-    """The content id of what loading one part of a bundle reads: ``experts`` (the base, objectives and
-    expert entries of the manifest, and ``experts/``) or ``routers`` (the router entries and
-    ``routers.safetensors``); not the manifest's command, training checkpoints or reports beside them."""
-    from hoe.bundle.folder import MANIFEST, ROUTERS_FILE
-
-    root = Path(folder)
-    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))  # validated when the bundle loads
-    if part == "experts":
-        entries = {k: manifest.get(k) for k in ("base", "objectives", "experts")}
-        files = sorted((root / "experts").rglob("*"))
-    else:
-        entries, files = {"routers": manifest.get("routers")}, [root / ROUTERS_FILE]
-    h = hashlib.sha256(json.dumps(entries, sort_keys=True).encode())
-    for p in files:
-        if p.is_file() and p.suffix in {".safetensors", ".json"}:
-            h.update(str(p.relative_to(root)).encode())
-            h.update(file_content(p))
-    return h.hexdigest()[:16]
-
-
-def file_content(path: Path) -> bytes:
-    """What a file holds, for a digest: its bytes, but a safetensors file's header JSON with sorted keys.
-    safetensors writes its metadata map in an order that varies between processes, so the same tensors and
-    metadata saved twice can differ in bytes (and rebuilding a bundle would redo its evaluation points)."""
-    data = path.read_bytes()
-    if path.suffix == ".safetensors" and len(data) >= 8:
-        n = int.from_bytes(data[:8], "little")
-        try:
-            header = json.loads(data[8 : 8 + n])
-        except (ValueError, UnicodeDecodeError):
-            return data  # not a safetensors file after all: loading it will say so
-        return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
-    return data

@@ -1,14 +1,8 @@
-"""What an evaluation writes for people: ``results.md`` (tables) and ``pareto.png`` (the fronts).
-
-Both are made from ``results.json`` alone (:func:`markdown`, :func:`plot`), so they can be redrawn from it.
+"""What an evaluation writes for people to read: ``results.md``, its tables (the figures are
+:mod:`hoe.evaluation.plots`). Made from ``results.json`` alone, so it can be redrawn from it.
 """
 
 from __future__ import annotations
-
-import itertools
-from pathlib import Path
-
-from hoe.io.atomic import atomic_file
 
 
 def markdown(results: dict) -> str:
@@ -87,44 +81,6 @@ def point_name(p: dict, objectives: list[str]) -> str:
     if pref is None or p["label"] in objectives:
         return p["label"]
     return "/".join(f"{pref[o]:.2f}" for o in objectives)
-
-
-def plot(results: dict, path: Path) -> None:
-    """Mean reward vectors of every method, one colour each, on every pair of objectives (one panel for 2),
-    each point labelled with its preference. The axes follow the points, not the reference point (far below
-    them on smol3), which the title gives instead."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    objectives = results["objectives"]
-    pairs = list(itertools.combinations(range(len(objectives)), 2))
-    fig = Figure(figsize=(5.2 * len(pairs), 4.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
-    markers = {"constant": "*", "vertices": "^", "grid": "o"}
-    for ax, (a, b) in zip(axes, pairs):
-        oa, ob = objectives[a], objectives[b]
-        # drawn last to first, so that the first method (HoE) sits on top where a copy hides it otherwise
-        for c, (name, m) in reversed(list(enumerate(results["methods"].items()))):
-            xs = [p["mean"][oa] for p in m["points"]]
-            ys = [p["mean"][ob] for p in m["points"]]
-            size = 90 if m["kind"] == "constant" else 28
-            ax.scatter(xs, ys, s=size, color=f"C{c}", marker=markers[m["kind"]], label=name, alpha=0.85)
-            for p, x, y in zip(m["points"], xs, ys):
-                ax.annotate(point_name(p, objectives), (x, y), fontsize=5, alpha=0.7, color=f"C{c}",
-                            xytext=(2, 2), textcoords="offset points")  # fmt: skip
-        ax.set_xlabel(oa)
-        ax.set_ylabel(ob)
-        ax.grid(alpha=0.3)
-        ax.margins(0.1)
-    handles, labels = axes[0].get_legend_handles_labels()
-    axes[0].legend(handles[::-1], labels[::-1], fontsize=7, loc="best")  # in the methods' order
-    ref = ", ".join(f"{o}={v:g}" for o, v in results["reference_point"].items())
-    fig.suptitle(
-        f"Mean rewards, {results['prompts']['n']} prompts (hypervolume reference: {ref})", fontsize=9
-    )
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=140, format="png")
 
 
 def _num(x: float | None, digits: int = 4) -> str:

@@ -68,6 +68,21 @@ class Plan:
     reuse: bool = True  # copy a point that another method computes identically (Method.computes)
 
 
+def shard_points(plan: Plan, methods: dict[str, Method], index: int, count: int) -> list:
+    """Shard ``index`` of ``count``'s points of ``plan``, for one process of a sharded sweep.
+
+    Points that compute the same thing (:meth:`Method.computes`, with ``reuse``) stay together, so that one
+    process generates it once and copies it for the others, as a single process would; those groups, in plan
+    order, are dealt to the shards in turn. Every point belongs to exactly one shard.
+    """
+    groups: dict[object, list[int]] = {}
+    for j, (name, _, lam) in enumerate(plan.points):
+        same = methods[name].computes(lam) if plan.reuse else None
+        groups.setdefault(("point", j) if same is None else (same, _settings(plan.keys[name])), []).append(j)
+    mine = {j for g, group in enumerate(groups.values()) if g % count == index for j in group}
+    return [p for j, p in enumerate(plan.points) if j in mine]  # in plan order: each method's points together
+
+
 def point_file(out: Path, method: str, label: str) -> Path:
     return out / "points" / method / f"{label}.json"
 

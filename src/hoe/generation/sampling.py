@@ -2,7 +2,7 @@
 
 ``transformers`` samples a whole batch from torch's global generator: the tokens of row i then depend on the
 other rows and on the batch size. Evaluations need a fixed seed per prompt (BENCH.md §1) and comparisons of two
-models on the same prompt are sharper with *common random numbers*. :class:`RowSeededSampler` does both: each
+models on the same prompt are sharper with *common random numbers*. :class:`RowSampler` does both: each
 row owns a ``torch.Generator`` and draws its next token by inverse-CDF sampling from one uniform number, so two
 models given the same seed use the same uniforms and pick the same token wherever their distributions agree.
 
@@ -13,6 +13,7 @@ It is a ``LogitsProcessor`` that leaves only the drawn token finite; ``generate`
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -32,18 +33,36 @@ def inverse_cdf_sample(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return index.clamp(max=probs.shape[-1] - 1)
 
 
-class RowSeededSampler:
-    """``transformers`` logits processor: row b samples from ``softmax(scores_b / temperature)`` with seed b.
+class RowSampler:
+    """``transformers`` logits processor: row b draws its next token with its own seed b from
+    ``softmax(scores_b / T_b)`` restricted to its top-p nucleus, or greedily where ``T_b`` is 0.
 
-    Put it last in the processor list and generate with ``do_sample=False``.
+    ``temperature`` and ``top_p`` are one value for every row or one per row. One temperature is a sampling
+    temperature (> 0: greedy decoding of every row needs no sampler); per row, 0 marks a greedy row, so that
+    the server decodes requests with different settings in one batch. The nucleus of row b is the smallest set
+    of most likely tokens whose probability reaches ``top_p_b`` (ties at the edge kept); at ``top_p_b = 1``
+    it is every token. Put it last in the processor list and generate with ``do_sample=False``.
     """
 
-    def __init__(self, seeds: Sequence[int], temperature: float):
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise bad_value("temperature", temperature, "Sampling needs a finite temperature > 0.")
+    def __init__(
+        self, seeds: Sequence[int], temperature: float | Sequence[float], top_p: float | Sequence[float] = 1.0
+    ):
         self.seeds = [int(s) for s in seeds]
-        self.temperature = float(temperature)
+        if isinstance(temperature, numbers.Real):
+            if not (math.isfinite(temperature) and temperature > 0):
+                raise bad_value("temperature", temperature, "Sampling needs a finite temperature > 0.")
+            self.temperature: float | torch.Tensor = float(temperature)
+        else:
+            self.temperature = self._per_row(temperature)
+        top_ps = [float(top_p)] * len(self.seeds) if isinstance(top_p, numbers.Real) else self._per_row(top_p)
+        # None: every row keeps every token, and the nucleus (a host sync per step) is skipped
+        self.top_p = None if all(p >= 1 for p in top_ps) else torch.as_tensor(top_ps, dtype=torch.float32)
         self._generators: list[torch.Generator] | None = None
+
+    def _per_row(self, values: Sequence[float]) -> torch.Tensor:
+        if len(values) != len(self.seeds):
+            raise ValueError("one seed, temperature and top_p per row")
+        return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if scores.shape[0] != len(self.seeds):
@@ -53,43 +72,24 @@ class RowSeededSampler:
                 value=self.seeds,
                 fix="Pass one seed per generated row (num_return_sequences and beams multiply the rows).",
             )
-        if self._generators is None:  # made on first use, on the device the scores live on
-            self._generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
-        u = torch.cat([torch.rand(1, generator=g, device=scores.device) for g in self._generators])  # (B,)
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (B, V)
-        tokens = inverse_cdf_sample(probs, u)  # (B,)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
-
-
-class RowSampler:
-    """``transformers`` logits processor for rows with their own decoding: row b draws with its own seed
-    from ``softmax(scores_b / T_b)`` restricted to its top-p nucleus, or greedily where ``T_b`` is 0.
-
-    The nucleus of row b is the smallest set of most likely tokens whose probability reaches ``top_p_b``
-    (ties at the edge kept); with ``top_p_b = 1`` the draw is exactly :class:`RowSeededSampler`'s for the same
-    seed and temperature. Put it last and generate with ``do_sample=False``. Used by the server, where
-    requests with different settings share one batch.
-    """
-
-    def __init__(self, seeds: Sequence[int], temperatures: Sequence[float], top_ps: Sequence[float]):
-        if not len(seeds) == len(temperatures) == len(top_ps):
-            raise ValueError("one seed, temperature and top_p per row")
-        self.seeds = [int(s) for s in seeds]
-        self.temperatures = torch.tensor([float(t) for t in temperatures], dtype=torch.float32)
-        self.top_ps = torch.tensor([float(p) for p in top_ps], dtype=torch.float32)
-        self._generators: list[torch.Generator] | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         device = scores.device
-        if self._generators is None:
+        if self._generators is None:  # made on first use, on the device the scores live on
             self._generators = [torch.Generator(device).manual_seed(s) for s in self.seeds]
         u = torch.cat([torch.rand(1, generator=g, device=device) for g in self._generators])  # (B,)
-        temperature = self.temperatures.to(device)
-        greedy = temperature <= 0
-        probs = torch.softmax(scores.float() / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
-        probs = nucleus(probs, self.top_ps.to(device))
-        tokens = torch.where(greedy, scores.argmax(-1), inverse_cdf_sample(probs, u))  # (B,)
+        if isinstance(self.temperature, float):
+            # divided by the Python float, not a tensor of it: CUDA applies a scalar divisor as a multiply by
+            # its reciprocal, which may round differently, and committed results were sampled this way
+            greedy = None
+            probs = torch.softmax(scores.float() / self.temperature, dim=-1)  # (B, V)
+        else:
+            temperature = self.temperature.to(device)
+            greedy = temperature <= 0  # (B,)
+            probs = torch.softmax(scores.float() / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
+        if self.top_p is not None:
+            probs = nucleus(probs, self.top_p.to(device))
+        tokens = inverse_cdf_sample(probs, u)  # (B,)
+        if greedy is not None:
+            tokens = torch.where(greedy, scores.argmax(-1), tokens)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(-1, tokens.unsqueeze(-1), 0.0)
 

@@ -18,8 +18,7 @@ import torch
 
 from hoe.devices import module_device
 from hoe.errors import ConfigError, HoEError, bad_value, raise_all
-from hoe.generation.sampling import RowSeededSampler
-from hoe.model.hoe_model import HoEModel
+from hoe.generation.sampling import RowSampler
 from hoe.preference import PreferenceLike
 
 SANE_CONTEXT = 10_000_000
@@ -54,6 +53,7 @@ def generate(
     """
     from hoe.bundle.folder import read_manifest
     from hoe.devices import resolve_device
+    from hoe.model.hoe_model import HoEModel
     from hoe.preference import to_simplex_batch
 
     to_simplex_batch(preference, read_manifest(Path(model))["objectives"], len(prompts))
@@ -68,7 +68,7 @@ def generate(
 
 
 def generate_text(
-    model: HoEModel | torch.nn.Module,
+    model: torch.nn.Module,
     tokenizer,
     prompts: Sequence[str],
     preference: PreferenceLike | Sequence[PreferenceLike] | None,
@@ -80,7 +80,8 @@ def generate_text(
 ) -> list[str]:
     """Generate one response per prompt. ``temperature`` 0 decodes greedily; ``chat`` applies the chat template.
 
-    ``model`` is an :class:`HoEModel` (then ``preference`` is required) or any causal LM (``preference=None``).
+    ``model`` is an :class:`~hoe.model.hoe_model.HoEModel` (then ``preference`` is required) or any causal LM
+    (``preference=None``).
 
     Sampling is seeded per row (:mod:`hoe.generation.sampling`): ``seed`` is one seed per prompt, or an int ``s``
     that gives prompt i the seed ``s + i``. A prompt's response then depends on its seed, not on its batch.
@@ -113,7 +114,7 @@ def prepare_batch(
 
 
 def sample_ids(
-    model: HoEModel | torch.nn.Module,
+    model: torch.nn.Module,
     tokenizer,
     batch,
     preference: PreferenceLike | Sequence[PreferenceLike] | None,
@@ -136,11 +137,11 @@ def sample_ids(
         sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
     else:  # greedy over the one token the sampler leaves finite
         sampling = {"do_sample": False}
-        chain.append(RowSeededSampler(seeds, temperature))
+        chain.append(RowSampler(seeds, temperature))
     if chain:
         sampling["logits_processor"] = chain
-    if preference is not None or isinstance(model, HoEModel):
-        sampling["preference"] = preference  # HoEModel refuses None, naming the objectives
+    if preference is not None or hasattr(model, "objectives"):  # a model with objectives (an HoEModel)
+        sampling["preference"] = preference  # refuses None, naming them
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
@@ -187,8 +188,8 @@ def check_prompts(prompts: Sequence[str]) -> None:
 
 
 def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool):
-    """Left-padded input ids of ``prompts``; with ``chat``, each is one user turn of the tokenizer's chat
-    template followed by the generation prompt (the template adds its own special tokens)."""
+    """Left-padded input ids of ``prompts`` (:func:`pad_left`); with ``chat``, each is one user turn of the
+    tokenizer's chat template followed by the generation prompt (the template adds its own special tokens)."""
     if chat:
         texts = [
             tokenizer.apply_chat_template(
@@ -198,8 +199,27 @@ def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool):
         ]
     else:
         texts = list(prompts)
-    tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt directly
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+    ids = tokenizer(texts, add_special_tokens=not chat).input_ids
+    return pad_left(ids, tokenizer.pad_token_id)
+
+
+def pad_left(ids: Sequence[Sequence[int]], pad_token_id: int):
+    """The batch of token lists ``ids``, padded on the left with ``pad_token_id`` to the longest: a
+    ``BatchEncoding`` of ``input_ids`` and ``attention_mask`` (1 on tokens, 0 on padding), both (B, P) int64.
+
+    Left, because in a decoder-only model the generated tokens must follow each prompt directly.
+    """
+    from transformers import BatchEncoding
+
+    width = max((len(row) for row in ids), default=0)
+    input_ids = [[pad_token_id] * (width - len(row)) + list(row) for row in ids]
+    mask = [[0] * (width - len(row)) + [1] * len(row) for row in ids]
+    return BatchEncoding(
+        {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long).reshape(len(ids), width),
+            "attention_mask": torch.tensor(mask, dtype=torch.long).reshape(len(ids), width),
+        }
+    )
 
 
 def context_length(model: torch.nn.Module, tokenizer) -> int | None:

@@ -1,4 +1,5 @@
-"""Turn a model argument into a local folder: a folder path, a built-in name, or a Hugging Face id.
+"""Turn a model argument into a local folder: a folder path, a built-in name (:mod:`hoe.io.builtin_models`),
+or a Hugging Face id.
 
 The hub is contacted only when the argument is neither a folder nor a built-in name, so everything works with
 ``HF_HUB_OFFLINE=1`` as long as local paths or built-ins are used.
@@ -6,21 +7,10 @@ The hub is contacted only when the argument is neither a folder nor a built-in n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from hoe.errors import CheckpointError
-
-BUILTIN_MODELS: dict[str, Callable[[], Path]] = {}
-"""Built-in model names -> a function that returns (and if needed prepares) their local folder."""
-
-
-def register_builtin_model(name: str) -> Callable[[Callable[[], Path]], Callable[[], Path]]:
-    def deco(fn: Callable[[], Path]) -> Callable[[], Path]:
-        BUILTIN_MODELS[name] = fn
-        return fn
-
-    return deco
+from hoe.io.builtin_models import BUILTIN_MODELS
 
 
 def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
@@ -28,8 +18,6 @@ def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
-    import hoe.backbones  # noqa: F401  (registers the built-in models; lazy: it imports this module)
-
     if str(ref) in BUILTIN_MODELS:
         return BUILTIN_MODELS[str(ref)]()
     if path.exists():
@@ -45,8 +33,7 @@ def resolve_model_dir(ref: str | Path, field: str = "base") -> Path:
             f"{str(ref)!r} is not an existing folder, a built-in model or a Hugging Face id (owner/name).",
             field=field,
             value=str(ref),
-            fix=f"Pass a model folder, a built-in ({', '.join(sorted(BUILTIN_MODELS)) or 'none registered'}) "
-            "or owner/name.",
+            fix=f"Pass a model folder, a built-in ({', '.join(sorted(BUILTIN_MODELS))}) or owner/name.",
         )
     return _download(str(ref), field)
 

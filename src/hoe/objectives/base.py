@@ -76,8 +76,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 def _kind_of(spec: str, field: str) -> tuple[str | None, str, str | None]:
     """``[NAME=]KIND[:ARG]`` -> (name, kind, arg or None); an unregistered kind raises :class:`ConfigError`."""
-    import hoe.objectives  # noqa: F401  (registers the built-in kinds)
-
     name, body = split_name(spec)
     kind, sep, arg = body.partition(":")
     if kind not in OBJECTIVES:

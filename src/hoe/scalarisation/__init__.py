@@ -13,43 +13,12 @@ The factory's keyword arguments name what it needs, and the router recipe offers
 ``ref_point`` (the evaluation's hypervolume reference point), ``baseline`` (HoE without routers at the anchor,
 measured), ``alpha`` and ``step_size`` (OMD).
 
-Adding one is a small module here registered with :func:`register_scalarisation`. Objectives are maximised.
+Adding one is a small module here registered with :func:`register_scalarisation` (from
+:mod:`hoe.scalarisation.base`, which holds the contract and the registry) and imported below. Objectives
+are maximised.
 """
 
-from __future__ import annotations
+from hoe.scalarisation import hypervolume, improvement, linear, tchebycheff  # noqa: F401  (registers them)
+from hoe.scalarisation.base import SCALARISATIONS, Scalarisation, build_scalarisation, register_scalarisation
 
-from collections.abc import Callable
-from typing import Protocol
-
-import torch
-
-from hoe.registry import Registry
-
-
-class Scalarisation(Protocol):
-    lam: torch.Tensor  # (m,) the preference, on the simplex
-
-    def utility(self, rewards: torch.Tensor) -> torch.Tensor:
-        """(n, m) -> (n,), larger is better."""
-        ...
-
-    def initial_weights(self) -> torch.Tensor:
-        """(m,) on the simplex."""
-        ...
-
-    def update_weights(self, w: torch.Tensor, mean_reward: torch.Tensor) -> torch.Tensor:
-        """(m,), (m,) batch-mean rewards -> the next (m,) weights."""
-        ...
-
-
-Factory = Callable[..., Scalarisation]
-SCALARISATIONS: Registry[Factory] = Registry("scalarisation")
-register_scalarisation = SCALARISATIONS.register
-
-
-def build_scalarisation(name: str, lam: torch.Tensor, **options) -> Scalarisation:
-    """``SCALARISATIONS[name](lam, **options)``; an unknown name lists the registered ones."""
-    return SCALARISATIONS.lookup(name)(lam, **options)
-
-
-from hoe.scalarisation import hypervolume, improvement, linear, tchebycheff  # noqa: E402,F401  (registers them)
+__all__ = ["SCALARISATIONS", "Scalarisation", "build_scalarisation", "register_scalarisation"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hoe.scalarisation import register_scalarisation
+from hoe.scalarisation.base import register_scalarisation
 from hoe.scalarisation.tchebycheff import check_rate, omd_init, reward_point
 
 

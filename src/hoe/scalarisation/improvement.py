@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from hoe.scalarisation import register_scalarisation
+from hoe.scalarisation.base import register_scalarisation
 from hoe.scalarisation.tchebycheff import Tchebycheff, reward_point
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hoe.scalarisation import register_scalarisation
+from hoe.scalarisation.base import register_scalarisation
 
 
 def linear_utility(rewards: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

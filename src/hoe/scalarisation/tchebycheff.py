@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from hoe.errors import ConfigError, bad_value
-from hoe.scalarisation import register_scalarisation
+from hoe.scalarisation.base import register_scalarisation
 
 
 def tchebycheff_utility(rewards: torch.Tensor, lam: torch.Tensor, z_star: torch.Tensor) -> torch.Tensor:

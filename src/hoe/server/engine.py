@@ -184,27 +184,28 @@ def _brief(e: Exception) -> str:
 
 
 def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
-    """Decode every choice of ``batch`` in one ``generate`` call; fill each job's choices, stream deltas."""
+    """Decode every choice of ``batch`` in one ``generate`` call; fill each job's choices, stream deltas.
+
+    A row's prompt is the request's ``prompt_ids``, tokenised once when it was parsed; rows are padded and
+    placed as everywhere else (:func:`hoe.generation.text.pad_left`).
+    """
+    from hoe.devices import module_device
     from hoe.generation.sampling import RowSampler
+    from hoe.generation.text import pad_left
 
     rows = [(job, choice) for job in batch for choice in job.choices]
-    encoded = [job.request.prompt_ids for job, _ in rows]  # tokenised once, when the request was parsed
-    for (job, _), ids in zip(rows, encoded):
-        job.prompt_tokens = len(ids)
-    width = max(len(ids) for ids in encoded)
+    for job in batch:
+        job.prompt_tokens = len(job.request.prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in encoded], device=device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in encoded], device=device)
+    prompts = pad_left([job.request.prompt_ids for job, _ in rows], pad).to(module_device(model))
     seeds = [
         (job.request.seed + choice.index) if job.request.seed is not None else _SEEDS.randrange(2**63)
         for job, choice in rows
     ]
     sampler = RowSampler(seeds, [j.request.temperature for j, _ in rows], [j.request.top_p for j, _ in rows])
-    stops = _RowStops(rows, tokenizer, width, eos_ids)
+    stops = _RowStops(rows, tokenizer, prompts["input_ids"].shape[1], eos_ids)
     model.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
+        **prompts,
         preference=torch.stack([job.request.preference for job, _ in rows]),
         max_new_tokens=max(job.request.max_tokens for job, _ in rows),
         do_sample=False,

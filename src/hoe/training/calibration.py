@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hoe.distributed import Dist
 from hoe.objectives import score_matrix
-from hoe.training.distributed import Dist
 from hoe.training.loop import derived_seed
 from hoe.training.rollout import sample_rows
 

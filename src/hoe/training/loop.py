@@ -13,7 +13,7 @@ recipe the same behaviour:
 * the run folder discipline of :mod:`hoe.training.run_folder`: work in ``.OUT.partial``, publish over ``OUT``
   once complete; on Ctrl-C or a crash, a note says what was kept.
 
-With several processes (:mod:`hoe.training.distributed`) every rank runs the loop and only rank 0 writes.
+With several processes (:mod:`hoe.distributed`) every rank runs the loop and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 import torch
 
+from hoe.distributed import Dist
 from hoe.errors import CheckpointError, flag
 from hoe.training.checkpoint import load_checkpoint, save_checkpoint
-from hoe.training.distributed import Dist
 from hoe.training.run_folder import RunFolder
 
 LOG = "log.jsonl"
@@ -71,7 +71,7 @@ class Recipe(Protocol):
         """One line about the recent steps, for the log line of each checkpoint."""
         ...
 
-    def write_artifact(self) -> None:
+    def save(self) -> None:
         """Write the result into ``folder.work`` (published afterwards)."""
         ...
 
@@ -125,7 +125,7 @@ def train(run: Recipe, progress: bool = True, dist: Dist | None = None) -> Path:
                 if main and not progress:  # a log line per checkpoint for runs in the background
                     print(f"step {step + 1}/{c.steps}, {run.summary()}; saved {folder}", file=sys.stderr)
         if main:
-            run.write_artifact()
+            run.save()
     except BaseException as e:
         if main:
             run.folder.stopped(e, len(run.history))

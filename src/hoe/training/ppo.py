@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
-"""Sums a per-process statistic over all processes (:meth:`hoe.training.distributed.Dist.sum`); identity alone."""
+"""Sums a per-process statistic over all processes (:meth:`hoe.distributed.Dist.sum`); identity alone."""
 
 
 def _alone(t: torch.Tensor) -> torch.Tensor:

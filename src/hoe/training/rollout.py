@@ -4,7 +4,7 @@ Prompts are rendered with the tokenizer's chat template (one user turn plus the 
 tokenizer without a template gets ``prompt + "\\n"``. Sampling is pure temperature sampling (no top-k /
 top-p) from the left-padded batch: :func:`sample` draws ``K`` responses per prompt from torch's generator
 seeded once (the expert recipe); :func:`sample_rows` gives every row its own seed
-(:class:`~hoe.generation.sampling.RowSeededSampler`), so a row's response does not depend on the other rows of its
+(:class:`~hoe.generation.sampling.RowSampler`), so a row's response does not depend on the other rows of its
 batch, nor on which process generates it (the router recipe).
 """
 
@@ -109,7 +109,7 @@ def sample_rows(
     """
     from transformers import GenerationConfig, LogitsProcessorList
 
-    from hoe.generation.sampling import RowSeededSampler
+    from hoe.generation.sampling import RowSampler
 
     lm = getattr(model, "base_model", model)  # an HoEModel's generation config is its base model's
     chat = bool(getattr(tokenizer, "chat_template", None))
@@ -119,7 +119,7 @@ def sample_rows(
     config = GenerationConfig(
         do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos
     )
-    sampler = LogitsProcessorList([RowSeededSampler(seeds, temperature)])
+    sampler = LogitsProcessorList([RowSampler(seeds, temperature)])
     out = model.generate(**enc, generation_config=config, logits_processor=sampler, **route)  # (n, P + T)
     generated = out[:, enc["input_ids"].shape[1] :]  # (n, T)
     mask = response_mask(generated, eos)

@@ -8,8 +8,8 @@ texts) plus, for its ``n`` rows, ``T`` response positions and ``m`` objectives:
 * ``ref_logprobs`` (n, T): ``log π_ref(y_t)`` of the KL reference;
 * ``values`` (n, T, m): each objective's value head at the state before each token;
 * ``scores`` (n, m): each objective's score of the whole response;
-* after :mod:`hoe.training.mo_ppo`'s advantage phase, ``advantages`` (whitened per objective) and ``returns``,
-  both (n, T, m).
+* after the router recipe's advantage phase (:meth:`hoe.training.router.recipe.RouterRecipe.advantages`),
+  ``advantages`` (whitened per objective) and ``returns``, both (n, T, m).
 
 :class:`ValueHeads` are the ``m`` value heads, one ``Linear(hidden -> 1)`` per objective (stored as one
 ``Linear(hidden -> m)``), reading the policy's final hidden states *detached*: the value loss trains the heads

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from hoe.experts.merging import Option, register_merge
+from hoe.experts.merging.base import Option, register_merge
 
 
 @register_merge(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hoe.experts.merging import Option, register_merge, row_kth
+from hoe.experts.merging.base import Option, register_merge
+from hoe.experts.merging.rows import row_kth
 
 
 @register_merge(

@@ -7,47 +7,30 @@ They are written into the run's partial folder, which replaces ``<out>`` only on
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from hoe.dtypes import DTYPES
 from hoe.provenance import command_line, versions
-
-if TYPE_CHECKING:
-    from hoe.training.expert import Run
+from hoe.training.expert.config import ExpertConfig
+from hoe.training.record import made_by, summarise, versions_line, write_record
 
 TRAINING_RECORD = "hoe_training.json"
 CURVE_KEYS = ("reward", "score", "kl", "length")
 
 
-def summarise(history: list[dict], window: int = 10, keys: tuple[str, ...] = CURVE_KEYS) -> dict:
-    """Mean of each curve (``keys``) over the first and the last ``window`` steps."""
-
-    def mean(rows: list[dict], key: str) -> float | None:
-        return round(sum(r[key] for r in rows) / len(rows), 6) if rows else None
-
-    first, last = history[:window], history[-window:]
-    return {
-        f"{which}{window}_{k}": mean(rows, k)
-        for which, rows in (("first", first), ("last", last))
-        for k in keys
-    }
-
-
-def write_expert(run: Run) -> Path:
-    """Write the adapter, the record and the card into the run's partial folder (published afterwards)."""
-    out = run.folder.work
-    run.model.peft_config["default"].base_model_name_or_path = run.config.base
-    run.model.save_pretrained(str(out))
-    if run.config.dtype != "float32":
-        _cast_adapter(out / "adapter_model.safetensors", DTYPES[run.config.dtype])
-    record = training_record(run)
-    (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+def write_expert(out: Path, model: Any, config: ExpertConfig, record: dict) -> Path:
+    """Write the adapter of ``model`` (a ``peft.PeftModel``), the record and the card into ``out`` (the run's
+    partial folder, published afterwards)."""
+    model.peft_config["default"].base_model_name_or_path = config.base
+    model.save_pretrained(str(out))
+    if config.dtype != "float32":
+        _cast_adapter(out / "adapter_model.safetensors", DTYPES[config.dtype])
+    write_record(out / TRAINING_RECORD, record)
     (out / "README.md").write_text(card(record))
     return out
 
@@ -58,18 +41,19 @@ def _cast_adapter(path: Path, dtype: torch.dtype) -> None:
     save_file(tensors, str(path), metadata={"format": "pt"})
 
 
-def training_record(run: Run) -> dict:
+def training_record(config: ExpertConfig, objective: str, history: list[dict], commands: list[str]) -> dict:
+    """``hoe_training.json``: the config, the ``objective``'s name, the commands and the per-step history."""
     return {
         "format": "hoe-training/1",
         "recipe": "rloo-kl-lora",
-        "objective": run.objective.name,
-        "config": asdict(run.config),
-        "steps_done": len(run.history),
-        "summary": summarise(run.history),
+        "objective": objective,
+        "config": asdict(config),
+        "steps_done": len(history),
+        "summary": summarise(history, CURVE_KEYS),
         "command": command_line(),
-        "commands": run.commands,
+        "commands": commands,
         "versions": versions(),
-        "history": run.history,
+        "history": history,
     }
 
 
@@ -92,14 +76,8 @@ def card(record: dict) -> str:
         f"KL: {fmt('first10_kl')} -> {fmt('last10_kl')}; response tokens: {fmt('first10_length')} -> "
         f"{fmt('last10_length')}\n"
         f"- made by: {made_by(record)}\n"
-        f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
+        f"- versions: {versions_line(record)}\n\n"
         f"The per-step curve is in `{TRAINING_RECORD}` (and `log.jsonl`, one line per step); `checkpoints/` holds "
         "the last training checkpoint "
         "(for `--resume` with more `--steps`; safe to delete).\n"
     )
-
-
-def made_by(record: dict) -> str:
-    """```cmd``` or ```cmd```, resumed by ```cmd2``` (records before ``commands`` existed: ``command``)."""
-    first, *resumed = record.get("commands") or [record["command"]]
-    return f"`{first}`" + "".join(f", resumed by `{c}`" for c in resumed)

@@ -1,38 +1,19 @@
-"""``hoe train-router``: a router expert bound to an anchor λ, trained by multi-objective PPO (METHOD.md §2(b)).
-
-The input bundle gets one new router (W = 0, b = 1: a uniform mixture of the LoRA experts nearest to λ) and
-its policy is the bundle at λ, where preference routing gives the new router all the weight. Only that router
-and one value head per objective train; the base model, every LoRA expert and every other router stay frozen.
-Each step (:mod:`hoe.training.mo_ppo`) samples the global batch, scores it with every objective, rewards each
-objective with its score at the last token minus an adaptive per-token KL penalty to a reference (the linear
-soup Σ_i λ_i B_i A_i of the single-objective experts, as the authors do, or HoE without routers at λ), and
-ascends PPO on ``Σ_i w_i A_i`` with ``w`` from the scalarisation: Tchebycheff by online mirror descent
-(default) or linear. Before step 1 the target point z* is measured from data (:mod:`hoe.training.calibration`).
-
-The output is a new bundle: the input bundle plus the trained router, with its fingerprint of the experts it
-mixes, a card and ``hoe_router_training.json``. The input bundle is never modified. The same command runs on
-one process or many (``torchrun``, ``accelerate launch``; :mod:`hoe.training.distributed`).
-"""
+"""The router recipe's config: every option of ``hoe train-router``, checked all at once, and what follows
+from it alone (the router's default name, its first mixture, the scalarisation and its options)."""
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from hoe.dtypes import DTYPES
 from hoe.errors import HoEError, bad_value
-from hoe.objectives import Objective
 from hoe.preference import Preference
-from hoe.provenance import command_line
 from hoe.scalarisation import SCALARISATIONS, Scalarisation, build_scalarisation
-from hoe.training import loop
-from hoe.training.distributed import Dist
-from hoe.training.run_folder import RunFolder
-from hoe.training.trajectory import ValueHeads
 from hoe.validation import at_least, non_empty, not_both, one_of, positive, validate
 
 REFERENCES = ("soup", "hoe-lora")
@@ -182,109 +163,6 @@ _CHECKS = [
 ]
 
 
-@dataclass
-class RouterRun:
-    """The live state of a router training run: a :class:`hoe.training.loop.Recipe`."""
-
-    config: RouterConfig
-    folder: RunFolder
-    dist: Dist
-    model: Any  # an HoEModel
-    tokenizer: Any
-    objectives: list[Objective]  # in the bundle's objective order
-    prompts: list[str]
-    router: int  # index of the new router
-    anchor: torch.Tensor  # (m,) float64, λ
-    value_heads: ValueHeads
-    optimizer: torch.optim.Optimizer
-    reference: dict  # how the KL reference routes: {"expert_weights": (E,)}
-    z_star: torch.Tensor | None = None  # (m,)
-    ref_point: torch.Tensor | None = (
-        None  # (m,) the hypervolume reference point, when the scalarisation uses it
-    )
-    baseline: torch.Tensor | None = None  # (m,) HoE-LoRA's mean rewards at the anchor, when it uses them
-    w: torch.Tensor | None = None  # (m,) the scalarisation's weights for the next step
-    kl_coef: float = 0.0
-    calibration: dict = field(default_factory=dict)
-    start: int = 0
-    history: list[dict] = field(default_factory=list)
-    commands: list[str] = field(default_factory=lambda: [command_line()])
-    scalarisation: Scalarisation | None = None
-    placement: dict | None = None  # the pick of hoe place-routers this router was trained at (--anchor auto)
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.model.objectives)
-
-    @property
-    def measured(self) -> dict[str, torch.Tensor | None]:
-        """What the scalarisation may take besides λ and the OMD rates, by option name."""
-        return {"z_star": self.z_star, "ref_point": self.ref_point, "baseline": self.baseline}
-
-    @property
-    def router_name(self) -> str:
-        return self.model.routers[self.router].name
-
-    @property
-    def trainable(self) -> dict[str, torch.Tensor]:
-        """The new router's slice of every layer's stacked router tensors, and the value heads."""
-        out: dict[str, torch.Tensor] = {}
-        for module, layer in self.model.layers.items():
-            out[f"router.{module}.weight"] = layer.router_weight[self.router]
-            out[f"router.{module}.bias"] = layer.router_bias[self.router]
-        out.update({f"value_heads.{n}": p for n, p in self.value_heads.named_parameters()})
-        return out
-
-    def train_step(self, step: int) -> dict:
-        from hoe.training.mo_ppo import train_step
-
-        return train_step(self, step)
-
-    def state(self) -> dict:
-        return {
-            "router": self.router_name,
-            "w": self.w.tolist(),
-            "kl_coef": self.kl_coef,
-            **{k: None if v is None else v.tolist() for k, v in self.measured.items()},
-            "calibration": self.calibration,
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.w = torch.tensor(state["w"], dtype=torch.float64)
-        self.kl_coef = float(state["kl_coef"])
-        for key in self.measured:
-            value = state.get(key)
-            setattr(self, key, None if value is None else torch.tensor(value, dtype=torch.float64))
-        self.calibration = dict(state.get("calibration", {}))
-
-    def postfix(self, metrics: dict) -> dict[str, str]:
-        return {
-            "u": f"{metrics['utility']:.3f}",
-            "kl": f"{metrics['kl']:.2f}",
-            "len": f"{metrics['length']:.0f}",
-        }
-
-    def summary(self) -> str:
-        last = self.history[-10:]
-
-        def mean(key: str) -> float:
-            return sum(h[key] for h in last) / len(last)
-
-        scores = ", ".join(f"{n} {mean('score_' + n):.3f}" for n in self.names)
-        return (
-            f"last 10 steps: utility {mean('utility'):.3f}, kl {mean('kl'):.3f}, scores {scores}, "
-            f"{mean('seconds'):.1f} s/step"
-        )
-
-    def write_artifact(self) -> None:
-        from hoe.training.router_card import write_router_bundle
-
-        write_router_bundle(self)
-
-
-# ---------------------------------------------------------------- setup
-
-
 def scalarisation_options(config: RouterConfig, measured: dict[str, torch.Tensor | None]) -> dict:
     """The options of ``config.scalarisation`` that its factory accepts: ``measured`` (z*, the reference point,
     the LoRA-only baseline, by option name) and the OMD rate α = B / H and step size η."""
@@ -306,19 +184,16 @@ def router_init(config: RouterConfig) -> str:
     return config.init or ("hoe-lora" if config.reference == "hoe-lora" else "uniform")
 
 
-def train_router(config: RouterConfig, progress: bool = True) -> Path:
-    """Train the router expert described by ``config``; return the new bundle (``config.out``)."""
-    from hoe.training.router_setup import setup
-
-    run = setup(config)
-    try:
-        return loop.train(run, progress, run.dist)
-    finally:
-        run.dist.close()
-
-
 def make_scalarisation(config: RouterConfig, lam: torch.Tensor, measured: dict) -> Scalarisation:
     return build_scalarisation(config.scalarisation, lam, **scalarisation_options(config, measured))
 
 
-__all__ = ["RouterConfig", "RouterRun", "train_router"]
+def default_router_name(anchor: Sequence[float]) -> str:
+    """``router-0.50-0.50``: a router named by its anchor λ (on the simplex), two decimals per objective. The
+    one naming of routers, for ``train-router`` without ``--name`` and for ``hoe setup plan``."""
+    return "router-" + "-".join(f"{a:.2f}" for a in anchor)
+
+
+def router_name(config: RouterConfig, lam: torch.Tensor) -> str:
+    """``config.name``, or the default name of the anchor ``lam``."""
+    return config.name or default_router_name(lam.tolist())

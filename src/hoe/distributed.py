@@ -1,4 +1,5 @@
-"""One process or many: what a recipe needs from ``torch.distributed``, and nothing when it runs alone.
+"""One process or many: what a training recipe and a sharded ``hoe evaluate`` need from ``torch.distributed``,
+and nothing when they run alone.
 
 ``torchrun --nproc_per_node N`` and ``accelerate launch --num_processes N`` both start N copies of the same
 command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set;

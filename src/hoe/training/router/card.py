@@ -9,26 +9,44 @@ safe to delete). ``README.md`` is the bundle card followed by the router's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
 
 from hoe.bundle.folder import write_bundle
 from hoe.provenance import command_line, versions
-from hoe.training.card import made_by, summarise
-
-if TYPE_CHECKING:
-    from hoe.training.router import RouterRun
+from hoe.training.record import made_by, summarise, versions_line, write_record
+from hoe.training.router.config import RouterConfig
 
 ROUTER_RECORD = "hoe_router_training.json"
 
 
-def write_router_bundle(run: RouterRun) -> None:
-    """Write the bundle, the record and the card into the run's partial folder (published afterwards)."""
-    out = run.folder.work
+class TrainedRouter(Protocol):
+    """What the record reads of a finished run (:class:`hoe.training.router.recipe.RouterRecipe`)."""
+
+    config: RouterConfig
+    dist: Any  # a Dist: its world size is recorded
+    model: Any  # an HoEModel
+    objectives: list
+    router: int
+    measured: Any  # z*, its calibration record
+    w: torch.Tensor | None
+    kl_coef: float
+    placement: dict | None
+    history: list[dict]
+    commands: list[str]
+
+    @property
+    def names(self) -> list[str]: ...
+
+
+def write_router_bundle(out: Path, run: TrainedRouter) -> None:
+    """Write the bundle, the record and the card into ``out`` (the run's partial folder, published afterwards)."""
     write_bundle(run.model, out)
     record = training_record(run)
-    (out / ROUTER_RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    write_record(out / ROUTER_RECORD, record)
     with (out / "README.md").open("a") as f:
         f.write("\n" + card(record))
 
@@ -37,7 +55,7 @@ def _named(names: list[str], values) -> dict[str, float] | None:
     return None if values is None else {n: round(float(v), 6) for n, v in zip(names, values)}
 
 
-def training_record(run: RouterRun) -> dict:
+def training_record(run: TrainedRouter) -> dict:
     names = run.names
     keys = ("utility", "kl", "seconds", *(f"score_{n}" for n in names))
     spec = run.model.routers[run.router]
@@ -55,13 +73,13 @@ def training_record(run: RouterRun) -> dict:
         "steps_done": len(run.history),
         "global_batch": run.config.batch_size,
         "processes": run.dist.world,
-        "z_star": _named(names, run.z_star),
-        "z_star_source": run.calibration.get("z_star_source"),
-        "calibration": run.calibration,
+        "z_star": _named(names, run.measured.z_star),
+        "z_star_source": run.measured.calibration.get("z_star_source"),
+        "calibration": run.measured.calibration,
         "placement": run.placement,
         "final_w": _named(names, run.w),
         "final_kl_coef": round(run.kl_coef, 6),
-        "summary": summarise(run.history, keys=keys),
+        "summary": summarise(run.history, keys),
         "config": asdict(run.config),
         "versions": versions(),
         "history": run.history,
@@ -118,7 +136,7 @@ def card(record: dict) -> str:
         f"- mean scores, first 10 / last 10 steps: {scores}\n"
         f"- seconds per step (last 10): {fmt('last10_seconds')}\n"
         f"- made by: {made_by(record)}\n"
-        f"- versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}\n\n"
+        f"- versions: {versions_line(record)}\n\n"
         f"The per-step log is in `{ROUTER_RECORD}` and `log.jsonl`; `checkpoints/` holds the last training "
         "checkpoint (to resume with more steps; safe to delete).\n"
     )
