@@ -94,13 +94,14 @@ def vllm_rank(rank: int) -> int:
     )
 
 
-def vllm_command(index: dict, folder: str | Path) -> str:
-    """The ``vllm serve`` line serving every adapter of ``index`` (folders relative to ``folder``)."""
+def vllm_command(index: dict, folder: str | Path, base: str | None = None) -> str:
+    """The ``vllm serve`` line serving every adapter of ``index`` (folders relative to ``folder``) over
+    ``base`` (default: the index's)."""
     folder = Path(folder)
     modules = " ".join(f"{name}={folder / a['path']}" for name, a in index["adapters"].items())
     rank = vllm_rank(max(a["rank"] for a in index["adapters"].values()))
     return (
-        f"vllm serve {index['base']} --enable-lora --max-lora-rank {rank} "
+        f"vllm serve {base or index['base']} --enable-lora --max-lora-rank {rank} "
         f"--max-loras {min(len(index['adapters']), 8)} --lora-modules {modules}"
     )
 
@@ -163,6 +164,7 @@ def export_adapters(
     from hoe.export.routing import lora_only_weights, warn_if_routed
     from hoe.io.adapters import read_adapter, write_adapter
     from hoe.io.atomic import atomic_output_dir, check_output_dir
+    from hoe.io.resolve import BUILTIN_MODELS, resolve_model_dir
     from hoe.provenance import command_line, versions
 
     folder = Path(model)
@@ -208,7 +210,8 @@ def export_adapters(
             write_adapter(tmp / name if index else tmp, factors, listing["base"], record, card, out_dtype)
             path = name if index else "."
             listing["adapters"][name] = {"preference": record["anchor"], "rank": rank, "path": path}
-        if index:
-            listing["vllm"] = vllm_command(listing, Path(out).resolve())
+        if index:  # a built-in base (no hub id) is served from its converted local folder
+            serve_base = str(resolve_model_dir(base_ref)) if base_ref in BUILTIN_MODELS else None
+            listing["vllm"] = vllm_command(listing, Path(out).resolve(), serve_base)
             (tmp / INDEX).write_text(json.dumps(listing, indent=2) + "\n", encoding="utf-8")
     return Path(out)
