@@ -231,7 +231,7 @@ def test_the_api_key_guards_every_route_but_health(bundle):
     app, served = load(bundle, name="tiny", limits=Limits(max_tokens=8), api_key="s3cret", scores=False)
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200
-        for path in ("/v1/models", "/v1/objectives", "/"):
+        for path in ("/v1/models", "/v1/objectives", "/v1/route", "/"):
             assert client.get(path).status_code == 401
         r = client.post("/v1/chat/completions", json=GOOD, headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
@@ -255,6 +255,62 @@ def test_models_objectives_and_one_log_line_per_request_without_the_prompt(http,
     lines = [r.getMessage() for r in caplog.records if r.name == "hoe.server"]
     assert len(lines) == 1 and "preference=0.500,0.500" in lines[0] and "latency=" in lines[0]
     assert "zebra" not in lines[0]
+
+
+def test_route_says_which_experts_and_routers_a_preference_reaches(http):
+    """Two vertex experts and a router "mid" at (0.5, 0.5): a vertex reaches its expert alone, the middle the
+    router (which mixes both experts), a point between them both with barycentric weights."""
+    get = lambda q: http.client.get("/v1/route", params={"preference": q}).json()  # noqa: E731
+    assert get("helpful=1")["reached"] == [
+        {"kind": "expert", "name": "helpful", "weight": 1.0, "anchor": {"helpful": 1.0, "harmless": 0.0}}
+    ]
+    mid = get("0.5,0.5")["reached"]
+    assert [(r["kind"], r["name"], r["weight"], r["mixes"]) for r in mid] == [
+        ("router", "mid", 1.0, ["helpful", "harmless"])
+    ]
+    between = get("harmless=3,helpful=1")  # normalised to (0.25, 0.75): half harmless, half the router
+    assert between["preference"] == {"helpful": 0.25, "harmless": 0.75}
+    assert [(r["name"], round(r["weight"], 6)) for r in between["reached"]] == [
+        ("harmless", 0.5),
+        ("mid", 0.5),
+    ]
+    assert http.client.get("/v1/route").json()["preference"] == {
+        "helpful": 0.5,
+        "harmless": 0.5,
+    }  # the default
+    bad = http.client.get("/v1/route", params={"preference": "funny=1"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "preference"
+
+
+def test_preferences_compare_several_in_one_request_each_choice_as_it_comes_alone(http):
+    """``preferences``: one choice per λ, all at the request's seed; each equals that λ asked alone."""
+    prefs = [{"helpful": 1.0}, {"harmless": 1.0}, [0.5, 0.5]]
+    body = {**GOOD, "temperature": 0.9, "seed": 3, "max_tokens": 6}
+    r = http.client.post("/v1/chat/completions", json={**body, "preferences": prefs})
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [c["preference"] for c in choices] == [
+        {"helpful": 1.0, "harmless": 0.0}, {"helpful": 0.0, "harmless": 1.0}, {"helpful": 0.5, "harmless": 0.5}
+    ]  # fmt: skip
+    for c, p in zip(choices, prefs):
+        alone = http.client.post("/v1/chat/completions", json={**body, "preference": p}).json()
+        assert c["message"]["content"] == alone["choices"][0]["message"]["content"]
+        assert "preference" not in alone["choices"][0]  # a plain request's choices share the response's
+
+
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        ({"preferences": {"helpful": 1}}, "preferences"),
+        ({"preferences": []}, "preferences"),
+        ({"preferences": [{"helpful": 1}], "preference": {"helpful": 1}}, "preferences"),
+        ({"preferences": [{"helpful": 1}, {"funny": 1}]}, "preferences[1]"),
+        ({"preferences": [{"helpful": 1}, [1, 1]], "n": 3}, "n"),
+    ],
+)
+def test_bad_preferences_are_refused_naming_the_field(http, change, param):
+    r = http.client.post("/v1/chat/completions", json={**GOOD, **change})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param
 
 
 def test_scores_for_the_playground_when_the_objectives_load(http):

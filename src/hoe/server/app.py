@@ -42,6 +42,28 @@ class Served:
     scorers: list | None = None  # the bundle's objectives, when they load offline
 
 
+def route_of(served: Served, text: str | None) -> dict:
+    """The reached anchors at ``text`` (``a=0.5,b=0.5`` or ``0.5,0.5``; default the served default), weights > 0
+    only, LoRA experts before routers; a router lists the experts it mixes per token."""
+    from hoe.errors import HoEError
+    from hoe.preference import to_simplex
+
+    try:
+        lam = served.default_preference if text is None else to_simplex(text, served.objectives, "preference")
+    except HoEError as e:
+        raise ApiError.of(e, "preference") from None
+    model = served.engine.model
+    weights = model.routing_weights(lam)[0].tolist()
+    anchors = [("expert", e.name, e.anchor, None) for e in model.experts]
+    anchors += [("router", r.name, r.anchor, list(r.experts)) for r in model.routers]
+    reached = [
+        {"kind": kind, "name": name, "weight": w, "anchor": dict(zip(served.objectives, anchor)),
+         **({"mixes": mixes} if mixes is not None else {})}
+        for (kind, name, anchor, mixes), w in zip(anchors, weights) if w > 1e-9
+    ]  # fmt: skip
+    return {"preference": dict(zip(served.objectives, lam.tolist())), "reached": reached}
+
+
 def create_app(served: Served):
 
     limits = served.limits
@@ -86,6 +108,12 @@ def create_app(served: Served):
         default = dict(zip(served.objectives, served.default_preference.tolist()))
         return {"objectives": served.objectives, "default_preference": default, **served.anchors,
                 "scores": served.scorers is not None, "max_tokens": limits.max_tokens}  # fmt: skip
+
+    @app.get("/v1/route")
+    async def route(preference: str | None = None):
+        """Where ``preference`` goes: the LoRA experts and router experts preference routing reaches, with
+        their weights (what the playground shows beside the answers)."""
+        return route_of(served, preference)
 
     @app.get("/", response_class=HTMLResponse)
     async def playground():
@@ -196,12 +224,20 @@ def _base(job: Job, served: Served, obj: str) -> dict:
             "preference": dict(zip(served.objectives, job.request.preference.tolist()))}  # fmt: skip
 
 
+def _choice_preference(job: Job, index: int, served: Served) -> dict:
+    """A comparison's choice names its own λ (``preferences``); other choices share the response's."""
+    if job.request.compare is None:
+        return {}
+    return {"preference": dict(zip(served.objectives, job.request.preference_of(index).tolist()))}
+
+
 def _response(job: Job, served: Served) -> dict:
     chat = job.request.kind == "chat"
     out = _base(job, served, "chat.completion" if chat else "text_completion")
     out["choices"] = [
         {"index": c.index, "finish_reason": c.finish_reason,
-         **({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text, "logprobs": None})}
+         **({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text, "logprobs": None}),
+         **_choice_preference(job, c.index, served)}
         for c in job.choices
     ]  # fmt: skip
     out["usage"] = _usage(job)

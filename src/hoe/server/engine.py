@@ -199,14 +199,14 @@ def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
     prompts = pad_left([job.request.prompt_ids for job, _ in rows], pad).to(module_device(model))
     seeds = [
-        (job.request.seed + choice.index) if job.request.seed is not None else _SEEDS.randrange(2**63)
+        job.request.seed_of(choice.index) if job.request.seed is not None else _SEEDS.randrange(2**63)
         for job, choice in rows
     ]
     sampler = RowSampler(seeds, [j.request.temperature for j, _ in rows], [j.request.top_p for j, _ in rows])
     stops = _RowStops(rows, tokenizer, prompts["input_ids"].shape[1], eos_ids)
     model.generate(
         **prompts,
-        preference=torch.stack([job.request.preference for job, _ in rows]),
+        preference=torch.stack([job.request.preference_of(choice.index) for job, choice in rows]),
         max_new_tokens=max(job.request.max_tokens for job, _ in rows),
         do_sample=False,
         logits_processor=[sampler],

@@ -2,7 +2,8 @@
 
 Fields (those of the OpenAI API that apply to a local causal LM, plus ``preference``):
 ``model``, ``messages`` (chat) or ``prompt`` (completions), ``max_tokens`` (``max_completion_tokens`` too),
-``temperature`` (0 greedy), ``top_p``, ``seed``, ``n``, ``stop``, ``stream``, ``preference``
+``temperature`` (0 greedy), ``top_p``, ``seed``, ``n``, ``stop``, ``stream``, ``preference``, or ``preferences``
+(a list: one choice per preference, all at ``seed``, to compare them)
 (``{objective: weight}`` or a list in objective order; omitted: the server's default). Anything wrong raises
 :class:`ApiError` with the OpenAI error shape's ``param`` naming the field; library errors keep their
 ``field`` (e.g. a bad ``preference``) and are worded without CLI flags.
@@ -70,6 +71,18 @@ class Request:
     stream: bool
     include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage only
     raw_preference: object = field(default=None, repr=False)
+    compare: torch.Tensor | None = None  # (n, m): ``preferences``, one λ per choice, all at ``seed``
+
+    def preference_of(self, choice: int) -> torch.Tensor:
+        """Choice ``choice``'s λ: its own with ``preferences``, else the request's."""
+        return self.preference if self.compare is None else self.compare[choice]
+
+    def seed_of(self, choice: int) -> int | None:
+        """Choice ``choice``'s seed: ``seed + choice``, or ``seed`` for every choice of a comparison (the
+        answers then differ only by their λ)."""
+        if self.seed is None or self.compare is not None:
+            return self.seed
+        return self.seed + choice
 
 
 def parse(body: object, kind: str, names: list[str], default_preference: torch.Tensor, tokenizer,
@@ -96,7 +109,13 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
     except RecursionError:  # a preference nested thousands deep
         raise ApiError(400, "preference must be an object or a list of numbers.", "preference",
                        "invalid_value") from None  # fmt: skip
-    n = _int(body, "n", 1, 1, limits.max_n)
+    compare = _preferences(body, names, limits)
+    if compare is not None:
+        preference = compare[0]
+        if body.get("n", len(compare)) != len(compare):
+            raise ApiError(400, f"n must be the number of preferences ({len(compare)}) or left out.", "n",
+                           "invalid_value")  # fmt: skip
+    n = len(compare) if compare is not None else _int(body, "n", 1, 1, limits.max_n)
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     max_tokens = _int({name: max_tokens}, name, min(16 if kind == "completion" else limits.max_tokens,
@@ -122,7 +141,33 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
                        f"{limits.max_prompt_tokens}.", "messages" if kind == "chat" else "prompt",
                        "context_length_exceeded")  # fmt: skip
     return Request(kind, model, prompt, prompt_ids, preference, max_tokens, temperature, top_p,
-                   None if seed is None else int(seed), n, _stop(body), stream, include_usage, raw)  # fmt: skip
+                   None if seed is None else int(seed), n, _stop(body), stream, include_usage, raw,
+                   compare)  # fmt: skip
+
+
+def _preferences(body: dict, names: list[str], limits: Limits) -> torch.Tensor | None:
+    """``preferences``: a list of 1 to ``max_n`` preferences, one choice each (the playground's comparison);
+    not together with ``preference``."""
+    from hoe.preference import to_simplex
+
+    raw = body.get("preferences")
+    if raw is None:
+        return None
+    if "preference" in body:
+        raise ApiError(400, "Pass preference or preferences, not both.", "preferences", "invalid_value")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= limits.max_n:
+        raise ApiError(400, f"preferences must be a list of 1 to {limits.max_n} preferences.", "preferences",
+                       "invalid_value")  # fmt: skip
+    rows = []
+    for i, item in enumerate(raw):
+        try:
+            rows.append(to_simplex(item, names, f"preferences[{i}]"))
+        except HoEError as e:
+            raise ApiError.of(e) from None
+        except RecursionError:
+            raise ApiError(400, "a preference must be an object or a list of numbers.", f"preferences[{i}]",
+                           "invalid_value") from None  # fmt: skip
+    return torch.stack(rows)
 
 
 def _chat_prompt(body: dict, tokenizer) -> tuple[str, list[int]]:
