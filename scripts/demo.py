@@ -173,39 +173,24 @@ def answer(bundle: Path, args, bar) -> tuple[list[str], list[dict], list[dict]]:
 
 
 def routes(model) -> list[dict]:
-    """Stage 3: for each preference, the experts and routers preference routing reaches, with weights."""
-    names = [e.name for e in model.experts] + [f"router {r.name}" for r in model.routers]
-    mixes = {f"router {r.name}": list(r.experts) for r in model.routers}
-    out = []
-    for label, lam in PREFERENCES.items():
-        w = model.routing_weights(list(lam))[0].tolist()
-        reached = [(n, x) for n, x in zip(names, w) if x > 1e-9]
-        out.append(
-            {"label": label, "reached": [{"name": n, "weight": x, "mixes": mixes.get(n)} for n, x in reached]}
-        )
-    return out
+    """Stage 3: for each preference, the experts and routers preference routing reaches (HoEModel.reached)."""
+    return [{"label": label, "reached": model.reached(list(lam))} for label, lam in PREFERENCES.items()]
 
 
 def show_answers(prompts: list[str], answers: list[dict]) -> None:
-    """Each prompt's answers side by side, one column per preference, its scores (r relevance, p positivity,
-    b brevity) on the last line."""
+    """Each prompt's answers side by side, one column per preference, its scores on the last line."""
+    from hoe.generation.display import side_by_side
+
     width = max(100, min(shutil.get_terminal_size((140, 40)).columns, 160))
-    col = (width - 3 * (len(PREFERENCES) - 1)) // len(PREFERENCES)
     print("\nTHE SAME PROMPT AT FIVE PREFERENCES (scores: r relevance, p positivity, b brevity)")
     for prompt in prompts:
         print(f"\nPROMPT: {textwrap.shorten(prompt, width - 8)}")
-        cells = []
-        for a in (a for a in answers if a["prompt"] == prompt):
-            lines = textwrap.wrap(" ".join(a["text"].split()), col) or ["(empty)"]
-            if len(lines) > 6:
-                lines = lines[:5] + [textwrap.shorten(" ".join(lines[5:]), col, placeholder=" …")]
-            score = " ".join(f"{SHORT[o]} {v:+.2f}" for o, v in a["scores"].items())
-            cells.append([f"λ {a['label']}", "-" * min(col, 20), *lines, "", score])
-        height = max(len(c) for c in cells)
-        for c in cells:  # the scores on the last line of every column
-            c[-2:-2] = [""] * (height - len(c))
-        for i in range(height):
-            print(" | ".join(c[i].ljust(col)[:col] for c in cells))
+        columns = [
+            (f"λ {a['label']}", a["text"], " ".join(f"{SHORT[o]} {v:+.2f}" for o, v in a["scores"].items()))
+            for a in answers
+            if a["prompt"] == prompt
+        ]
+        print(side_by_side(columns, width))
 
 
 def show_routing(routing: list[dict]) -> None:
@@ -213,8 +198,8 @@ def show_routing(routing: list[dict]) -> None:
     for r in routing:
         parts = []
         for x in r["reached"]:
-            mixes = f" (mixes {', '.join(x['mixes'])} per token)" if x["mixes"] else ""
-            parts.append(f"{x['name']} {x['weight']:.2f}{mixes}")
+            mixes = f" (mixes {', '.join(x['mixes'])} per token)" if "mixes" in x else ""
+            parts.append(f"{x['kind']} {x['name']} {x['weight']:.2f}{mixes}")
         print(f"  λ {r['label']:<14} -> " + "; ".join(parts))
 
 

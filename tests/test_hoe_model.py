@@ -85,6 +85,21 @@ def test_between_a_vertex_and_a_merged_expert_uses_the_barycentric_pair(bundle, 
     torch.testing.assert_close(logits(model, [0.8, 0.2]), expected, atol=1e-5, rtol=0)
 
 
+def test_reached_names_the_experts_and_routers_a_preference_goes_to(bundle):
+    """λ = (0.8, 0.2) is 0.6 of the helpful vertex and 0.4 of the midpoint expert; a router at (0.3, 0.7)
+    takes all of its own anchor and says which experts it mixes."""
+    model = HoEModel.from_pretrained(bundle[0])
+    model.add_router("r", [0.3, 0.7], experts=["helpful", "harmless"])
+    assert [(r["kind"], r["name"], round(r["weight"], 6)) for r in model.reached([0.8, 0.2])] == [
+        ("expert", "helpful", 0.6), ("expert", "mid", 0.4)
+    ]  # fmt: skip
+    (router,) = model.reached({"helpful": 3, "harmless": 7})
+    assert router == {
+        "kind": "router", "name": "r", "weight": 1.0, "anchor": {"helpful": 0.3, "harmless": 0.7},
+        "mixes": ["helpful", "harmless"],
+    }  # fmt: skip
+
+
 def test_one_preference_per_row_equals_each_row_alone(bundle):
     model = HoEModel.from_pretrained(bundle[0])
     model.add_router("r", [0.3, 0.7])

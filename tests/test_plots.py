@@ -58,13 +58,28 @@ def results(m: int, grid: int = 2) -> dict:
     [
         (2, {"pareto.png", "hypervolume.png"}),
         (3, {"pareto.png", "hypervolume.png", "simplex.png"}),
-        (4, {"pareto.png", "hypervolume.png"}),
+        (5, {"pareto.png", "hypervolume.png"}),
     ],
 )
-def test_the_figures_for_two_three_and_more_objectives(tmp_path, m, files):
+def test_the_figures_for_two_three_and_five_objectives(tmp_path, m, files):
     written = plots.write_all(results(m), tmp_path)
     assert {p.name for p in written} == files == {p.name for p in tmp_path.iterdir()}
     assert all(p.stat().st_size > 10_000 for p in written)  # a drawn PNG, not an empty canvas
+
+
+@pytest.mark.parametrize("m", [2, 3, 5])
+def test_no_figure_writes_text_per_point(m):
+    """Points are named by the legend, never by a label each: the fronts and the bars carry no text on their
+    axes but the bars' values (one per method), a triangle only its three corner names."""
+    data = results(m)
+    points = sum(len(x["points"]) for x in data["methods"].values())
+    for name, draw in plots.FIGURES.items():
+        fig = draw(data)
+        if fig is None:
+            continue
+        for ax in fig.axes:
+            allowed = {"pareto.png": 0, "hypervolume.png": len(data["methods"]), "simplex.png": 3}[name]
+            assert len(ax.texts) <= allowed < points, (name, len(ax.texts))
 
 
 def test_the_dominance_panel_counts_each_lambda_once(tmp_path, monkeypatch):
@@ -77,7 +92,7 @@ def test_the_dominance_panel_counts_each_lambda_once(tmp_path, monkeypatch):
         seen[name] = [t.get_text() for t in ax.get_legend().get_texts()]
 
     monkeypatch.setattr(plots, "_versus", spy)
-    assert plots.simplex(results(3), tmp_path / "simplex.png")
+    assert plots.simplex(results(3)) is not None
     assert seen == {"hoe": ["hoe (6)", "rs (0)", "neither (0)"]}
 
 

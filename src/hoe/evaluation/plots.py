@@ -46,11 +46,11 @@ def _drawing_order(results: dict) -> list[str]:
     return [n for n in names if n not in ON_TOP] + [n for n in ON_TOP if n in names][::-1]
 
 
-def pareto(results: dict, path: Path) -> None:
-    """``pareto.png``: pairwise projections (two or three objectives) or parallel coordinates (more)."""
+def pareto(results: dict):
+    """``pareto.png``'s figure: pairwise projections (two or three objectives) or parallel coordinates."""
     objectives = results["objectives"]
     if len(objectives) > 3:
-        return _parallel(results, path)
+        return _parallel(results)
     pairs = list(itertools.combinations(range(len(objectives)), 2))
     fig = _figure(4.6 * len(pairs), 4.4)
     axes = fig.subplots(1, len(pairs), squeeze=False)[0]
@@ -91,10 +91,10 @@ def pareto(results: dict, path: Path) -> None:
                "the simplex), faint dots its other preferences"),
         fontsize=9,
     )  # fmt: skip
-    _save(fig, path)
+    return fig
 
 
-def _parallel(results: dict, path: Path) -> None:
+def _parallel(results: dict):
     objectives = results["objectives"]
     fig = _figure(1.6 * len(objectives) + 2.5, 4.4)
     ax = fig.subplots()
@@ -111,11 +111,11 @@ def _parallel(results: dict, path: Path) -> None:
     ax.grid(alpha=0.25)
     fig.legend(loc="outside right center", fontsize=8)
     fig.suptitle(_title(results, "Each line is one preference's mean reward vector"), fontsize=9)
-    _save(fig, path)
+    return fig
 
 
-def hypervolume(results: dict, path: Path) -> None:
-    """``hypervolume.png``: one bar per method, its bootstrap interval as an error bar."""
+def hypervolume(results: dict):
+    """``hypervolume.png``'s figure: one bar per method, its bootstrap interval as an error bar."""
     names = list(results["methods"])
     colour = _colours(results)
     fig = _figure(max(5.0, 1.0 + 0.75 * len(names)), 3.8)
@@ -133,7 +133,7 @@ def hypervolume(results: dict, path: Path) -> None:
     level = results["bootstrap"]["level"]
     title = _title(results, f"Hypervolume per method, {level:.0%} bootstrap interval over prompts", width=80)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    return fig
 
 
 def _ternary_xy(lam: tuple[float, float, float]) -> tuple[float, float]:
@@ -154,12 +154,12 @@ def _triangle(ax, objectives: list[str]) -> None:
     ax.axis("off")
 
 
-def simplex(results: dict, path: Path) -> bool:
-    """``simplex.png`` for three objectives (returns False, writing nothing, otherwise)."""
+def simplex(results: dict):
+    """``simplex.png``'s figure for three objectives (None otherwise)."""
     objectives = results["objectives"]
     grid = {n: m for n, m in results["methods"].items() if m["kind"] == "grid"}
     if len(objectives) != 3 or not grid:
-        return False
+        return None
     colour = _colours(results)
     fig = _figure(2.3 * (len(grid) + 1), 2.1 * len(objectives) + 0.3)
     axes = fig.subplots(len(objectives), len(grid) + 1, squeeze=False)
@@ -183,8 +183,7 @@ def simplex(results: dict, path: Path) -> bool:
         else:
             axes[row][len(grid)].axis("off")
     fig.suptitle(_title(results, "Each objective's mean reward at each λ of the lattice"), fontsize=9)
-    _save(fig, path)
-    return True
+    return fig
 
 
 def _versus(ax, ours: dict, theirs: dict, name: str, other: str, objectives: list[str], colour) -> None:
@@ -221,12 +220,16 @@ def _title(results: dict, what: str, width: int = 200) -> str:
     )
 
 
+FIGURES = {"pareto.png": pareto, "hypervolume.png": hypervolume, "simplex.png": simplex}
+"""File name -> the function drawing its figure from results.json (None when it does not apply)."""
+
+
 def write_all(results: dict, folder: Path) -> list[Path]:
-    """Every figure for ``results`` into ``folder``; returns the files written."""
-    folder = Path(folder)
-    pareto(results, folder / "pareto.png")
-    hypervolume(results, folder / "hypervolume.png")
-    written = [folder / "pareto.png", folder / "hypervolume.png"]
-    if simplex(results, folder / "simplex.png"):
-        written.append(folder / "simplex.png")
+    """Every figure that applies to ``results`` into ``folder``; returns the files written."""
+    written = []
+    for name, draw in FIGURES.items():
+        fig = draw(results)
+        if fig is not None:
+            _save(fig, Path(folder) / name)
+            written.append(Path(folder) / name)
     return written

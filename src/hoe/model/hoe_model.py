@@ -129,6 +129,19 @@ class HoEModel(nn.Module):
             )
         return RoutingContext(lora=w, routers=w.new_zeros(w.shape[0], len(self.routers)))
 
+    def reached(self, preference: PreferenceLike) -> list[dict]:
+        """Where ``preference`` goes: the LoRA experts and router experts preference routing gives weight,
+        LoRA experts first, each ``{"kind", "name", "weight", "anchor"}`` (anchor by objective), a router
+        also with ``"mixes"``, the LoRA experts it mixes per token. What ``GET /v1/route`` and the demo show."""
+        weights = self.routing_weights(preference)[0].tolist()
+        anchors = [("expert", e.name, e.anchor, None) for e in self.experts]
+        anchors += [("router", r.name, r.anchor, list(r.experts)) for r in self.routers]
+        return [
+            {"kind": kind, "name": name, "weight": w, "anchor": dict(zip(self.objectives, anchor)),
+             **({"mixes": mixes} if mixes is not None else {})}
+            for (kind, name, anchor, mixes), w in zip(anchors, weights) if w > 1e-9
+        ]  # fmt: skip
+
     def vertex_experts(self) -> list[int]:
         """For each objective i, the index of the first LoRA expert whose anchor is the vertex e_i."""
         found = []

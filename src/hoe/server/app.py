@@ -52,15 +52,7 @@ def route_of(served: Served, text: str | None) -> dict:
         lam = served.default_preference if text is None else to_simplex(text, served.objectives, "preference")
     except HoEError as e:
         raise ApiError.of(e, "preference") from None
-    model = served.engine.model
-    weights = model.routing_weights(lam)[0].tolist()
-    anchors = [("expert", e.name, e.anchor, None) for e in model.experts]
-    anchors += [("router", r.name, r.anchor, list(r.experts)) for r in model.routers]
-    reached = [
-        {"kind": kind, "name": name, "weight": w, "anchor": dict(zip(served.objectives, anchor)),
-         **({"mixes": mixes} if mixes is not None else {})}
-        for (kind, name, anchor, mixes), w in zip(anchors, weights) if w > 1e-9
-    ]  # fmt: skip
+    reached = served.engine.model.reached(lam)
     return {"preference": dict(zip(served.objectives, lam.tolist())), "reached": reached}
 
 
