@@ -269,6 +269,21 @@ def test_a_call_with_the_last_calls_gates_writes_nothing_and_sees_an_edited_weig
             torch.testing.assert_close(merged, logits(model, ONE), rtol=0, atol=1e-5)
 
 
+def test_a_state_dict_loaded_into_the_model_is_what_the_next_call_decodes_with():
+    """load_state_dict copies the routers' weights in place; the fast path then reads the new ones."""
+    model, other = hoe_model(), hoe_model()
+    with torch.no_grad():
+        for p in other.router_parameters():
+            p.mul_(-1.5)
+    before = logits(model, ROUTED)  # the layers hold the first model's router rows now
+    model.load_state_dict(other.state_dict())
+    with reference():
+        expected = logits(other, ROUTED)
+    after = logits(model, ROUTED)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=0, atol=1e-5)
+
+
 def test_no_stale_state_after_a_failed_write_or_a_merge_toggled_between_calls():
     """A write that fails halfway (out of memory, an interrupt) leaves no key claiming the old state; turning
     the merge off and on again without a call in between writes the merged copy again."""

@@ -62,6 +62,8 @@ class HoEModel(nn.Module):
         for p in base_model.parameters():
             p.requires_grad_(False)
         self.layers = self._wrap(expert_weights)
+        # a state dict loaded into the model (routers' weights, say) is copied in place: rewrite the buffers
+        self.register_load_state_dict_post_hook(lambda module, incompatible: module.weights_changed())
         self._update_routing()
 
     def _wrap(self, expert_weights: Sequence[dict[str, LoraWeights]]) -> dict[str, HoELinear]:

@@ -13,7 +13,8 @@ mixes (:attr:`RoutingState.membership`, the one store of it) and whether one-λ 
 of W. :attr:`RoutingState.version` counts the changes to those and to the weights the buffers copy; a layer
 rewrites its buffers when the version it wrote them at is not the current one. Whatever edits the experts or
 the routers' weights bumps it: ``add_router``, ``routers_to``, ``merge_single_preference``, loading routers,
-and each step of (and each state loaded into) an optimizer given to ``HoEModel.track``.
+``load_state_dict``, each step of (and each state loaded into) an optimizer given to ``HoEModel.track``, and
+``HoEModel.weights_changed()`` after an edit made by hand.
 """
 
 from __future__ import annotations
