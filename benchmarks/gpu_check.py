@@ -173,10 +173,12 @@ def main() -> None:
             ("adapter", lambda: part_adapter(args, bundle, work)),
         ]
         for name, fn in parts:
-            if name == "train_router":
-                bundle = make_bundle(work, args)
             t0 = time.perf_counter()
             try:
+                if name == "train_router":  # the bundle the later parts use; its failure fails them each
+                    bundle = make_bundle(work, args)
+                elif bundle is None and name in ("serve", "adapter"):
+                    raise RuntimeError("no bundle: building it failed (see train_router)")
                 result = {"ok": True, **fn()}
             except Exception as e:  # noqa: BLE001 - one part's failure is reported, the others still run
                 result = {"ok": False, "error": f"{type(e).__name__}: {e}"[:400]}

@@ -270,6 +270,10 @@ def main() -> None:
     )
     results = live_check(bundle, args)
     hoe = results["methods"]["hoe"]  # its ratio to the best baseline, the only one here: rs
+    if hoe["hypervolume_ratio_ci"] is None:  # RS's front has no volume (e.g. the random stand-ins)
+        print(f"  HV(hoe) = {hoe['hypervolume']:.4f}; RS's hypervolume is 0, so there is no ratio to show.")
+        print(f"\ndone in {time.perf_counter() - start:.0f} s; everything is in {args.out}")
+        return
     ratio, (lo, hi) = hoe["hypervolume_ratio"], hoe["hypervolume_ratio_ci"]
     verdict = "above 1" if lo > 1 else "includes 1: too few prompts to tell" if hi > 1 else "below 1"
     print(

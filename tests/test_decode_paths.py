@@ -282,6 +282,10 @@ def test_a_state_dict_loaded_into_the_model_is_what_the_next_call_decodes_with()
     after = logits(model, ROUTED)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=0, atol=1e-5)
+    fresh = hoe_model()  # into a submodule, and replacing the tensors (assign=True): the same
+    logits(fresh, ROUTED)
+    fresh.base_model.load_state_dict(other.base_model.state_dict(), assign=True)
+    torch.testing.assert_close(logits(fresh, ROUTED), expected, rtol=0, atol=1e-5)
 
 
 def test_no_stale_state_after_a_failed_write_or_a_merge_toggled_between_calls():

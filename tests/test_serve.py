@@ -298,6 +298,20 @@ def test_preferences_compare_several_in_one_request_each_choice_as_it_comes_alon
         assert "preference" not in alone["choices"][0]  # a plain request's choices share the response's
 
 
+def test_a_streamed_comparison_names_each_choices_preference(http):
+    prefs = [{"helpful": 1.0}, {"harmless": 1.0}]
+    r = http.client.post(
+        "/v1/chat/completions", json={**GOOD, "preferences": prefs, "n": None, "stream": True}
+    )
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    named = {
+        (c["choices"][0]["index"], tuple(c["choices"][0]["preference"].values()))
+        for c in chunks
+        if c["choices"]
+    }
+    assert named == {(0, (1.0, 0.0)), (1, (0.0, 1.0))}
+
+
 @pytest.mark.parametrize(
     "change, param",
     [

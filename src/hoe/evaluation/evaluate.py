@@ -191,6 +191,8 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict | None:
         dist.barrier()  # under torchrun, every rank's points are stored past this line
         if count > 1:
             points = _all_points(plan, inputs.out) if dist.is_main else None
+            if points is None and dist.world > 1 and dist.is_main:
+                raise RuntimeError(f"every rank finished, but {inputs.out} misses points of the plan")
             if points is None:
                 return None
         return _write_results(config, inputs, plan, methods, points, time.perf_counter() - start)
@@ -201,7 +203,7 @@ def evaluate(config: EvaluateConfig, progress: bool = True) -> dict | None:
 def _all_points(plan: Plan, out: Path) -> dict[str, list] | None:
     """Every point of ``plan`` from ``out``, grouped by method in plan order, or None while some are missing
     (a shard still running)."""
-    done = load_finished(plan, out)
+    done = load_finished(plan, out, redo_changed=True)  # another shard's point still to redo is missing
     if len(done) < len(plan.points):
         return None
     grouped: dict[str, list] = {}

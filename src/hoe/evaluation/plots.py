@@ -125,7 +125,8 @@ def hypervolume(results: dict):
         lo, hi = m["hypervolume_ci"]
         hv = m["hypervolume"]
         ax.bar(i, hv, color=colour[name], alpha=0.85)
-        ax.errorbar(i, hv, yerr=[[hv - lo], [hi - hv]], color="black", capsize=4, lw=1)
+        # a percentile interval need not hold its point estimate (few resamples): no negative bar
+        ax.errorbar(i, hv, yerr=[[max(hv - lo, 0.0)], [max(hi - hv, 0.0)]], color="black", capsize=4, lw=1)
         ax.annotate(f"{hv:.3f}", (i, hi), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("hypervolume")

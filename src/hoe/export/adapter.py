@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,10 +99,10 @@ def vllm_command(index: dict, folder: str | Path, base: str | None = None) -> st
     """The ``vllm serve`` line serving every adapter of ``index`` (folders relative to ``folder``) over
     ``base`` (default: the index's)."""
     folder = Path(folder)
-    modules = " ".join(f"{name}={folder / a['path']}" for name, a in index["adapters"].items())
+    modules = " ".join(shlex.quote(f"{name}={folder / a['path']}") for name, a in index["adapters"].items())
     rank = vllm_rank(max(a["rank"] for a in index["adapters"].values()))
     return (
-        f"vllm serve {base or index['base']} --enable-lora --max-lora-rank {rank} "
+        f"vllm serve {shlex.quote(base or index['base'])} --enable-lora --max-lora-rank {rank} "
         f"--max-loras {min(len(index['adapters']), 8)} --lora-modules {modules}"
     )
 
@@ -193,6 +194,10 @@ def export_adapters(
             warn_if_routed(manifest, lam, "one adapter")
             factors, rank = combined_adapter(experts, weights)
             name = adapter_name(lam, objectives)
+            if name in listing["adapters"]:  # 4 significant digits tell lattice points apart up to grid ~5000
+                raise ConfigError(
+                    f"two preferences are named {name!r}.", field="grid", fix="Pass a smaller grid."
+                )
             mixed = {n: float(w) for n, w in zip(names, weights) if w > 0}
             record = {
                 "format": "hoe-export-adapter/1",

@@ -62,8 +62,6 @@ class HoEModel(nn.Module):
         for p in base_model.parameters():
             p.requires_grad_(False)
         self.layers = self._wrap(expert_weights)
-        # a state dict loaded into the model (routers' weights, say) is copied in place: rewrite the buffers
-        self.register_load_state_dict_post_hook(lambda module, incompatible: module.weights_changed())
         self._update_routing()
 
     def _wrap(self, expert_weights: Sequence[dict[str, LoraWeights]]) -> dict[str, HoELinear]:
@@ -198,7 +196,7 @@ class HoEModel(nn.Module):
         ``preference`` is required unless ``expert_weights`` (see :meth:`mixture_context`) replaces routing;
         ``None`` raises :class:`~hoe.errors.PreferenceError` listing the objectives.
         """
-        with self.calling(self._context(preference, expert_weights, args, kwargs)):
+        with self._call_lock, self.calling(self._context(preference, expert_weights, args, kwargs)):
             return self.base_model(*args, **kwargs)
 
     @torch.no_grad()
@@ -217,20 +215,18 @@ class HoEModel(nn.Module):
         tokens as eager decoding, after a first call that compiles (once per batch shape and routing mode).
         A ``transformers.CompileConfig`` instead of True chooses the compilation (backend, mode).
         """
-        ctx = self._context(preference, expert_weights, args, kwargs).repeated(_expansion(kwargs))
-        if not compile:
-            with self.calling(ctx):
+        with self._call_lock:  # the routing weights and the call are made with the same routers
+            ctx = self._context(preference, expert_weights, args, kwargs).repeated(_expansion(kwargs))
+            if not compile:
+                with self.calling(ctx):
+                    return self.base_model.generate(*args, **kwargs)
+            kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
+            # one graph per mode, batch shape and number of rank rows reached: dynamo's default limit of 8
+            # would fail a full graph after a few of them (a server sees many batch sizes), so this call allows
+            # more (patched under the call lock: no other call sees or restores it meanwhile)
+            limit = max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
+            with self.calling(ctx), torch._dynamo.config.patch(recompile_limit=limit):
                 return self.base_model.generate(*args, **kwargs)
-        kwargs = {**compiled_decoding(self.base_model, None if compile is True else compile), **kwargs}
-        # one graph per mode, batch shape and number of rank rows reached: dynamo's default limit of 8 would
-        # fail a full graph after a few of them (a server sees many batch sizes), so this call allows more
-        with (
-            torch._dynamo.config.patch(
-                recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
-            ),
-            self.calling(ctx),
-        ):
-            return self.base_model.generate(*args, **kwargs)
 
     @contextmanager
     def calling(self, ctx: RoutingContext, compact: bool = True) -> Iterator[RoutingContext]:
@@ -238,15 +234,15 @@ class HoEModel(nn.Module):
         from it (calls from several threads take turns: the state holds one call at a time). ``compact``: keep
         only the rank rows of the experts the call can reach (:func:`hoe.model.decode.prepare`)."""
         with self._call_lock:
-            outer = self.routing.call
-            self._enter(ctx, compact)
+            outer, outer_compact = self.routing.call, self.routing.compact
             try:
+                self._enter(ctx, compact)  # inside the try: a failure here leaves no call behind either
                 yield ctx
             finally:
                 if outer is None:
                     self.routing.leave()
                 else:  # a nested call (checkpoint recomputation inside a call): restore the outer one
-                    self._enter(outer, compact=True)
+                    self._enter(outer, outer_compact)
 
     def _enter(self, ctx: RoutingContext, compact: bool) -> None:
         self.routing.enter(ctx, compact)
@@ -334,12 +330,12 @@ class HoEModel(nn.Module):
                 active = active | (mixture.cpu() > 0)
             bias = mixture_bias(mixture.cpu(), active)
         spec = RouterSpec(name, tuple(lam.tolist()), tuple(n for n, a in zip(expert_names, active) if a))
-        with self._call_lock:
+        with self._call_lock:  # no call sees the new router half added
             self.routing.add_router(active)
             for layer in self.layers.values():
                 layer.add_router(bias)
-        self.routers.append(spec)
-        self._update_routing()
+            self.routers.append(spec)
+            self._update_routing()
         return spec
 
     def routers_to(self, dtype: torch.dtype) -> None:

@@ -97,6 +97,13 @@ class HoELinear(nn.Module):
             self.register_buffer(name, None, persistent=False)
         decode.forget(self)
         self._stack()
+        # a state dict loaded into the model, or any module holding this layer, changes weights in place (or,
+        # with assign=True, replaces W): stack them again and have every layer rewrite its call's buffers
+        self.register_load_state_dict_post_hook(lambda layer, incompatible: layer._reloaded())
+
+    def _reloaded(self) -> None:
+        self._stack()
+        self.routing.changed()
 
     # ----- storage ------------------------------------------------------------------------------------------
     @property

@@ -249,6 +249,7 @@ async def _events(job: Job, served: Served, limits: Limits):
             choice = {"index": index, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        choice |= _choice_preference(job, index, served)  # a comparison's choice names its λ
         return _sse({**_base(job, served, obj), "choices": [choice], **({"usage": usage} if usage else {})})
 
     finished: dict[int, str] = {}

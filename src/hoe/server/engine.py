@@ -198,10 +198,14 @@ def decode_batch(model, tokenizer, batch: list[Job], eos_ids: set[int]) -> None:
         job.prompt_tokens = len(job.request.prompt_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(eos_ids), 0)
     prompts = pad_left([job.request.prompt_ids for job, _ in rows], pad).to(module_device(model))
+    drawn = {
+        id(job): _SEEDS.randrange(2**63) for job in batch
+    }  # a request without a seed: one drawn per request
     seeds = [
-        job.request.seed_of(choice.index) if job.request.seed is not None else _SEEDS.randrange(2**63)
+        job.request.seed_of(choice.index) if job.request.seed is not None
+        else drawn[id(job)] + (0 if job.request.compare is not None else choice.index)  # a comparison: one seed
         for job, choice in rows
-    ]
+    ]  # fmt: skip
     sampler = RowSampler(seeds, [j.request.temperature for j, _ in rows], [j.request.top_p for j, _ in rows])
     stops = _RowStops(rows, tokenizer, prompts["input_ids"].shape[1], eos_ids)
     model.generate(

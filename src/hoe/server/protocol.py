@@ -112,7 +112,7 @@ def parse(body: object, kind: str, names: list[str], default_preference: torch.T
     compare = _preferences(body, names, limits)
     if compare is not None:
         preference = compare[0]
-        if body.get("n", len(compare)) != len(compare):
+        if body.get("n") not in (None, len(compare)):
             raise ApiError(400, f"n must be the number of preferences ({len(compare)}) or left out.", "n",
                            "invalid_value")  # fmt: skip
     n = len(compare) if compare is not None else _int(body, "n", 1, 1, limits.max_n)
@@ -153,7 +153,7 @@ def _preferences(body: dict, names: list[str], limits: Limits) -> torch.Tensor |
     raw = body.get("preferences")
     if raw is None:
         return None
-    if "preference" in body:
+    if body.get("preference") is not None:
         raise ApiError(400, "Pass preference or preferences, not both.", "preferences", "invalid_value")
     if not isinstance(raw, list) or not 1 <= len(raw) <= limits.max_n:
         raise ApiError(400, f"preferences must be a list of 1 to {limits.max_n} preferences.", "preferences",
