@@ -34,7 +34,7 @@ def forget(layer: HoELinear) -> None:
 def prepare(layer: HoELinear) -> None:
     """Derive the layer's buffers for the call in its routing state (once per call, for every token)."""
     state = layer.routing
-    experts = tuple(state.reached(layer.present) if state.compact else layer.present)
+    experts = tuple(state.kept(layer.present) if state.compact else layer.present)
     with torch.no_grad():
         rows = (state.version, state.mode, experts)
         if rows != layer.held_rows:

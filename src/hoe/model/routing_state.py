@@ -69,6 +69,7 @@ class RoutingState:
         self.compact = True  # keep only the rank rows the call can reach
         self.lam: list[list[float]] = []  # the call's (Bw, E) LoRA-anchor weights, as Python floats
         self.rw: list[list[float]] = []  # the call's (Bw, R) router weights
+        self._reached: list[bool] = [True] * num_experts  # per expert: can the call in progress reach it
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._masks: dict[torch.device, torch.Tensor] = {}
 
@@ -91,6 +92,7 @@ class RoutingState:
         self.call, self.mode, self.compact = ctx, ctx.mode, compact
         lora, routers = ctx.lora.cpu(), ctx.routers.cpu()
         self.lam, self.rw = lora.tolist(), routers.tolist()
+        self._reached = self._reachable()
         self._on_device = {torch.device("cpu"): (lora, routers)}
 
     def leave(self) -> None:
@@ -110,9 +112,14 @@ class RoutingState:
             self._masks[device] = self.membership.to(device)
         return self._masks[device]
 
-    def reached(self, present: tuple[int, ...]) -> list[int]:
-        """The experts the call can reach, in order, among ``present`` (those a module holds): a LoRA anchor
-        with weight > 0 in some row, or an expert of a router with weight > 0 in some row."""
+    def kept(self, present: tuple[int, ...]) -> list[int]:
+        """The experts whose rank rows a module holding ``present`` keeps for the call, in order: those the
+        call can reach (worked out once per call, in :meth:`enter`)."""
+        return [e for e in present if self._reached[e]]
+
+    def _reachable(self) -> list[bool]:
+        """Per expert: a LoRA anchor with weight > 0 in some row, or an expert of a router with weight > 0 in
+        some row (exactly > 0: a weight of 1e-17 is still computed, so its rows are kept)."""
         used = [k for k in range(self.num_routers) if any(row[k] > 0 for row in self.rw)]
         sets = self.membership[used].any(0).tolist() if used else [False] * self.num_experts
-        return [e for e in present if sets[e] or any(row[e] > 0 for row in self.lam)]
+        return [sets[e] or any(row[e] > 0 for row in self.lam) for e in range(self.num_experts)]
