@@ -134,3 +134,18 @@ def test_a_partial_run_is_kept_for_resume_and_named(inputs, tmp_path, capsys):
     code, err = cli(capsys, *commands(inputs, tmp_path, out)["train-expert"])
     assert_refused(code, err, "--out")
     assert "an unfinished run" in err and "Resume it" in err and partial.is_dir() and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["extract", "merge", "build"])
+def test_published_files_are_readable_by_others_as_the_umask_allows(inputs, tmp_path, capsys, command):
+    """safetensors creates its files with mode 0o600; a published expert or bundle gets a plain file's mode."""
+    out = tmp_path / "out"
+    previous = os.umask(0o022)
+    try:
+        code, err = cli(capsys, *commands(inputs, tmp_path, out)[command])
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert any(name.endswith(".safetensors") for name in modes)
+    assert set(modes.values()) == {0o644}, modes

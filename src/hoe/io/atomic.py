@@ -176,6 +176,7 @@ def publish(tmp: Path, final: Path) -> None:
     ``final`` missing; SIGKILL between the renames leaves the old copy as ``.NAME.old-...``, which
     :func:`clean_stale` puts back.
     """
+    _default_modes(tmp)
     with _signals_deferred():
         if not final.exists():
             os.replace(tmp, final)
@@ -184,6 +185,35 @@ def publish(tmp: Path, final: Path) -> None:
         os.replace(final, old)
         os.replace(tmp, final)
         _remove(old)
+
+
+def _default_modes(path: Path) -> None:
+    """Give every file under ``path`` the mode a plain ``open`` gives (0o666 less the umask).
+
+    safetensors (0.8) creates its files with mode 0o600, which would make a published bundle or adapter
+    unreadable by anyone but its writer (another user of a shared machine, a server running as another user).
+    """
+    mode = 0o666 & ~_umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
+            os.chmod(p, mode)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc says it (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -317,6 +347,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp = temp_sibling(final)
     try:
         yield tmp
+        _default_modes(tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
