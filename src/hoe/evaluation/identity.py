@@ -32,12 +32,16 @@ def bundle_identity(folder: str | Path, part: str) -> str:
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))  # validated when the bundle loads
     if part == "experts":
         entries = {k: manifest.get(k) for k in ("base", "objectives", "experts")}
-        fingerprints = {
-            e["name"]: expert_fingerprint(read_adapter(root / e["path"], "model"))
+        fingerprints = {  # the exact hash: points are made from these bits (not the router's sketch)
+            e["name"]: _exact(expert_fingerprint(read_adapter(root / e["path"], "model")))
             for e in manifest["experts"]
         }
         return _short(json.dumps([entries, fingerprints], sort_keys=True).encode())
-    h = hashlib.sha256(json.dumps({"routers": manifest.get("routers")}, sort_keys=True).encode())
+    routers = [
+        {**r, "fingerprint": {e: _exact(f) for e, f in r["fingerprint"].items()}} if "fingerprint" in r else r
+        for r in manifest.get("routers") or []
+    ]
+    h = hashlib.sha256(json.dumps({"routers": routers or manifest.get("routers")}, sort_keys=True).encode())
     if (root / ROUTERS_FILE).is_file():
         h.update(file_content(root / ROUTERS_FILE))
     return h.hexdigest()[:16]
@@ -73,6 +77,10 @@ def file_content(path: Path) -> bytes:
             return data  # not a safetensors file after all: loading it will say so
         return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
     return data
+
+
+def _exact(fingerprint: dict) -> dict:
+    return {"rank": fingerprint["rank"], "sha256": fingerprint["sha256"]}
 
 
 def _short(data: bytes) -> str:
