@@ -8,6 +8,8 @@
 #   compare   one anchor (the first pick), five router objectives, same budget and seeds, then each router
 #             evaluated on the validation slice at every lattice point (points it does not reach are copies)
 #   ablation  one table of the five against HoE without routers (hoe ablation)
+#   longer    the chosen objective's router trained on, from its step-15 checkpoint to STEPS_LONG (45) steps,
+#             evaluated the same way; one table of 15 against STEPS_LONG steps (runs/study/longer/)
 # Stages are resumable: a finished router or point is kept. Usage: scripts/router_study.sh [STAGE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +73,23 @@ stage_ablation() {
   local rows=(--row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora")
   for v in "${VARIANTS[@]}"; do rows+=(--row "+ router, ${v%%:*}=$S/cmp-eval/${v%%:*}:hoe"); done
   $HOE ablation "${rows[@]}" --out $S/compare
+}
+
+stage_longer() {
+  local name; name=$(cat runs/final/chosen.txt 2>/dev/null || echo hypervolume)
+  local long=${STEPS_LONG:-45} opts
+  opts=$(printf '%s\n' "${VARIANTS[@]}" | sed -n "s/^$name://p")
+  local out=$S/long/$name-$long
+  if [ ! -f $out/hoe_bundle.json ]; then
+    # resuming a copy of the finished 15-step run continues it (--steps may grow on --resume)
+    [ -d $out ] || [ -d $S/long/.$name-$long.partial ] || { mkdir -p $S/long && cp -r $S/cmp/$name $out; }
+    $HOE train-router --model $BUNDLE --anchor auto --placement $S/placement.json --out $out \
+      "${COMMON[@]}" --steps "$long" $opts --resume  # the later --steps wins
+  fi
+  $HOE evaluate --model $out --methods hoe "${EVAL[@]}" --out $S/cmp-eval/$name-$long
+  $HOE ablation --row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora" \
+    --row "+ router, $name, $STEPS steps=$S/cmp-eval/$name:hoe" \
+    --row "+ router, $name, $long steps=$S/cmp-eval/$name-$long:hoe" --out $S/longer
 }
 
 stages=("$@")

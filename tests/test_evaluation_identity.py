@@ -47,6 +47,28 @@ def test_the_bundle_identity_ignores_what_loading_does_not_read(tmp_path):
     assert bundle_identity(tmp_path, "experts") != before["experts"]
 
 
+def test_identities_hash_the_fingerprints_bits_not_their_float_sketches(tmp_path):
+    """A router entry with or without its experts' sketches (a bundle before and after sketches existed, or
+    sums that differ in the last bit on another machine) keeps the points."""
+    fingerprint = {"rank": 4, "sha256": "ab" * 32}
+
+    def routers(**extra):
+        router = {
+            "name": "r",
+            "anchor": [0.5, 0.5],
+            "experts": ["a"],
+            "fingerprint": {"a": fingerprint | extra},
+        }
+        (tmp_path / "hoe_bundle.json").write_text(json.dumps({"objectives": ["x", "y"], "routers": [router]}))
+        return bundle_identity(tmp_path, "routers")
+
+    plain = routers()
+    assert routers(sketch={"modules": "0", "norm2": 1.0, "probes": [0.5] * 8}) == plain
+    assert routers(sketch={"modules": "0", "norm2": 1.0000000001, "probes": [0.5] * 8}) == plain
+    fingerprint["sha256"] = "cd" * 32
+    assert routers() != plain
+
+
 def test_an_expert_is_identified_by_its_values_not_its_bytes(tmp_path):
     """The same factors saved again with other metadata keep the identity (the resume bug of 76560b0 came
     from identifying experts by bytes); other values change it."""

@@ -3,9 +3,12 @@ that accepts the same expert re-extracted elsewhere (other signs, other last bit
 
 from __future__ import annotations
 
+import zlib
+
+import numpy as np
 import torch
 
-from hoe.bundle.fingerprint import delta_sketch, expert_fingerprint, same_expert
+from hoe.bundle.fingerprint import SKETCH_PROBES, _signs, delta_sketch, expert_fingerprint, same_expert
 from hoe.io.adapters import LoraWeights
 
 
@@ -32,15 +35,19 @@ def resplit(weights: dict[str, LoraWeights], noise: float = 0.0) -> dict[str, Lo
     return out
 
 
-def test_the_sketch_norm_by_hand():
-    """One module, B A = [[1, 2, 0], [0, 0, 3]]: ||B A||_F^2 = 1 + 4 + 9 = 14."""
+def test_the_sketch_by_hand():
+    """One module, B A = [[1, 2, 0], [0, 0, 3]]: ||B A||_F^2 = 1 + 4 + 9 = 14, and probe k is u_k^T (B A) v_k
+    with the module's fixed ±1 rows."""
     A = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
     B = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
     sketch = delta_sketch({"m": LoraWeights(A, B)})
     assert sketch["norm2"] == 14.0
-    g = torch.Generator().manual_seed(__import__("zlib").crc32(b"m"))
-    u, v = (torch.randn(n, generator=g, dtype=torch.float64) for n in (2, 3))
-    assert abs(sketch["probe"] - float(u @ (B @ A).double() @ v)) < 1e-12
+    U, V = _signs("m", "u", 2), _signs("m", "v", 3)
+    assert U.shape == (SKETCH_PROBES, 2) and set(np.unique(U)) <= {-1.0, 1.0}
+    delta = np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]])
+    assert sketch["probes"] == [float(U[k] @ delta @ V[k]) for k in range(SKETCH_PROBES)]
+    first = np.random.PCG64(zlib.crc32(b"m/u")).random_raw(1)[0]  # the documented draw
+    assert U[0, 0] == (1.0 if first >> np.uint64(63) else -1.0)
 
 
 def test_the_same_deltas_split_otherwise_are_the_same_expert_and_others_are_not():
@@ -65,3 +72,11 @@ def test_ranks_layouts_and_fingerprints_without_a_sketch_must_match_exactly():
     assert same_expert(old, f) and same_expert(f, old)
     assert not same_expert(old, expert_fingerprint(resplit(e)))
     assert not same_expert({**f, "sketch": {**f["sketch"], "norm2": "?"}}, expert_fingerprint(resplit(e)))
+
+
+def test_an_expert_with_one_module_negated_has_the_same_norm_and_is_refused_by_the_probes():
+    e = expert()
+    flipped = dict(e, q=LoraWeights(e["q"].A, -e["q"].B))
+    f, g = expert_fingerprint(e), expert_fingerprint(flipped)
+    assert abs(f["sketch"]["norm2"] - g["sketch"]["norm2"]) < 1e-9 * f["sketch"]["norm2"]
+    assert not same_expert(f, g)

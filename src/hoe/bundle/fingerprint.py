@@ -15,12 +15,16 @@ SVD runs other kernels) or in the signs of matching columns of B and rows of A, 
 router only ever sees ``delta = B A``. So each fingerprint also carries a ``sketch`` of the deltas,
 
     "sketch": {"modules": "<hash of names, ranks and shapes>", "norm2": sum_m ||B_m A_m||_F^2,
-               "probe": sum_m u_m^T B_m A_m v_m}
+               "probes": [sum_m u_mk^T B_m A_m v_mk for k = 1..8]}
 
-with fixed probe vectors u_m, v_m (drawn from a generator seeded by the module's name), computed in float64.
-Both numbers are invariant to how the factors split a delta. :func:`same_expert` accepts equal hashes, or,
-when the hashes differ, equal module layouts and sketches within :data:`SKETCH_RTOL`: another expert (another
-task vector, merge or rank) moves them by orders of magnitude more. :func:`check_router` raises
+computed in float64, with fixed ±1 probe vectors u_mk, v_mk (the top bits of numpy's PCG64 seeded by the
+module's name and k: a bit stream numpy keeps stable across releases, unlike torch's or numpy's normal
+draws). Each number is invariant to how the factors split a delta; each probe has spread √norm2 over the
+draws. :func:`same_expert` accepts equal hashes, or, when the hashes differ, equal module layouts and every
+number within :data:`SKETCH_RTOL` (probes relative to √norm2). A float32 re-extraction moves them by ~1e-6;
+a random change of relative size ε moves each probe by ~ε√norm2, so ε = 1 % passes all eight with probability
+~(1e-2)^8. An expert extracted with a randomised SVD (``svd="auto"`` on matrices 1024 wide or more) differs
+by more than that and is refused: train routers on the experts you ship. :func:`check_router` raises
 :class:`~hoe.errors.CheckpointError` naming both sides when an expert is not the same.
 """
 
@@ -31,6 +35,7 @@ import math
 import zlib
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from hoe.errors import CheckpointError
@@ -39,6 +44,7 @@ from hoe.io.adapters import LoraWeights
 SKETCH_RTOL = 1e-4
 """Relative tolerance of :func:`same_expert` on the sketch. Re-extraction on another machine moves the deltas
 by ~1e-6 relative (float32 SVD); a different expert moves the sketch by far more than 1e-4."""
+SKETCH_PROBES = 8
 
 
 def expert_fingerprint(weights: Mapping[str, LoraWeights]) -> dict:
@@ -63,24 +69,29 @@ def delta_sketch(weights: Mapping[str, LoraWeights]) -> dict:
 
     ||B A||_F^2 = sum((B^T B) * (A A^T)) and u^T B A v = (B^T u) . (A v): no delta is formed.
     """
-    layout, norm2, probe = hashlib.sha256(), 0.0, 0.0
+    layout, norm2, probes = hashlib.sha256(), 0.0, np.zeros(SKETCH_PROBES)
     for module in sorted(weights):
         w = weights[module]
-        A = w.A.detach().to("cpu", torch.float64)  # (r, in)
-        B = w.B.detach().to("cpu", torch.float64)  # (out, r)
+        A = w.A.detach().to("cpu", torch.float64).numpy()  # (r, in)
+        B = w.B.detach().to("cpu", torch.float64).numpy()  # (out, r)
         layout.update(f"{module}:{w.rank}:{B.shape[0]}x{A.shape[1]};".encode())
         norm2 += float(((B.T @ B) * (A @ A.T)).sum())
-        g = torch.Generator().manual_seed(zlib.crc32(module.encode()))
-        u = torch.randn(B.shape[0], generator=g, dtype=torch.float64)
-        v = torch.randn(A.shape[1], generator=g, dtype=torch.float64)
-        probe += float((B.T @ u) @ (A @ v))
-    return {"modules": layout.hexdigest()[:16], "norm2": norm2, "probe": probe}
+        U, V = _signs(module, "u", B.shape[0]), _signs(module, "v", A.shape[1])  # (K, out), (K, in)
+        probes += ((U @ B) * (V @ A.T)).sum(-1)  # (K,): u_k^T B A v_k
+    return {"modules": layout.hexdigest()[:16], "norm2": norm2, "probes": probes.tolist()}
+
+
+def _signs(module: str, side: str, n: int) -> np.ndarray:
+    """(SKETCH_PROBES, n) fixed ±1 from the top bit of PCG64's raw stream, seeded by module name and side."""
+    seed = zlib.crc32(f"{module}/{side}".encode())
+    raw = np.random.PCG64(seed).random_raw(SKETCH_PROBES * n).reshape(SKETCH_PROBES, n)
+    return np.where(raw >> np.uint64(63), 1.0, -1.0)
 
 
 def same_expert(stored: Mapping, current: Mapping) -> bool:
     """Whether two fingerprints are of the same expert: equal rank and hash, or (when the hashes differ) equal
-    module layouts and sketches within :data:`SKETCH_RTOL` (the probe relative to the delta's norm, since it can
-    be near 0). A fingerprint without a sketch (written before sketches existed) must match exactly."""
+    module layouts and sketches within :data:`SKETCH_RTOL` (probes relative to √norm2, since they can be near
+    0). A fingerprint without a sketch (written before sketches existed) must match exactly."""
     if stored.get("rank") != current.get("rank"):
         return False
     if stored.get("sha256") == current.get("sha256"):
@@ -89,11 +100,22 @@ def same_expert(stored: Mapping, current: Mapping) -> bool:
     if not isinstance(a, Mapping) or not isinstance(b, Mapping) or a.get("modules") != b.get("modules"):
         return False
     try:
-        n_a, n_b, p_a, p_b = (float(x) for x in (a["norm2"], b["norm2"], a["probe"], b["probe"]))
+        n_a, n_b = float(a["norm2"]), float(b["norm2"])
+        p_a, p_b = np.asarray(a["probes"], dtype=np.float64), np.asarray(b["probes"], dtype=np.float64)
     except (KeyError, TypeError, ValueError):
         return False
+    if p_a.shape != (SKETCH_PROBES,) or p_b.shape != p_a.shape:
+        return False
     scale = math.sqrt(max(n_a, n_b, 0.0))
-    return math.isclose(n_a, n_b, rel_tol=2 * SKETCH_RTOL) and abs(p_a - p_b) <= SKETCH_RTOL * scale
+    return math.isclose(n_a, n_b, rel_tol=2 * SKETCH_RTOL) and bool(
+        (np.abs(p_a - p_b) <= SKETCH_RTOL * scale).all()
+    )
+
+
+def exact(fingerprint: Mapping) -> dict:
+    """The bits-only part of a fingerprint, ``{"rank", "sha256"}``: for identities that must not depend on
+    float sums (evaluation points, export digests)."""
+    return {"rank": fingerprint["rank"], "sha256": fingerprint["sha256"]}
 
 
 def describe(fingerprints: Mapping[str, Mapping]) -> str:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from hoe.bundle.fingerprint import expert_fingerprint
+from hoe.bundle.fingerprint import exact, expert_fingerprint
 from hoe.bundle.folder import MANIFEST, ROUTERS_FILE
 from hoe.io.adapters import LoraWeights, read_adapter
 
@@ -33,12 +33,12 @@ def bundle_identity(folder: str | Path, part: str) -> str:
     if part == "experts":
         entries = {k: manifest.get(k) for k in ("base", "objectives", "experts")}
         fingerprints = {  # the exact hash: points are made from these bits (not the router's sketch)
-            e["name"]: _exact(expert_fingerprint(read_adapter(root / e["path"], "model")))
+            e["name"]: exact(expert_fingerprint(read_adapter(root / e["path"], "model")))
             for e in manifest["experts"]
         }
         return _short(json.dumps([entries, fingerprints], sort_keys=True).encode())
     routers = [
-        {**r, "fingerprint": {e: _exact(f) for e, f in r["fingerprint"].items()}} if "fingerprint" in r else r
+        {**r, "fingerprint": {e: exact(f) for e, f in r["fingerprint"].items()}} if "fingerprint" in r else r
         for r in manifest.get("routers") or []
     ]
     h = hashlib.sha256(json.dumps({"routers": routers or manifest.get("routers")}, sort_keys=True).encode())
@@ -77,10 +77,6 @@ def file_content(path: Path) -> bytes:
             return data  # not a safetensors file after all: loading it will say so
         return json.dumps(header, sort_keys=True).encode() + data[8 + n :]
     return data
-
-
-def _exact(fingerprint: dict) -> dict:
-    return {"rank": fingerprint["rank"], "sha256": fingerprint["sha256"]}
 
 
 def _short(data: bytes) -> str:

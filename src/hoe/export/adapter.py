@@ -159,7 +159,7 @@ def export_adapters(
 
     ``dtype``: of the saved factors (default: the experts' own).
     """
-    from hoe.bundle.fingerprint import expert_fingerprint
+    from hoe.bundle.fingerprint import exact, expert_fingerprint
     from hoe.bundle.folder import bundle_base, read_manifest, stored_base
     from hoe.dtypes import parse_dtype
     from hoe.export.routing import lora_only_weights, warn_if_routed
@@ -183,7 +183,7 @@ def export_adapters(
         "bundle": str(folder.resolve()),
         "base": stored_base(base_ref),
         "objectives": objectives,
-        "experts_digest": experts_digest({n: expert_fingerprint(w) for n, w in zip(names, experts)}),
+        "experts_digest": experts_digest({n: exact(expert_fingerprint(w)) for n, w in zip(names, experts)}),
         "adapters": {},
         "command": command_line(),
         "versions": versions(),

@@ -15,6 +15,7 @@ processes are removed by that same next run, with a warning; those of live proce
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -196,7 +197,8 @@ def _default_modes(path: Path) -> None:
     mode = 0o666 & ~_umask()
     for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
         if p.is_file() and not p.is_symlink() and (p.stat().st_mode & 0o777) != mode:
-            os.chmod(p, mode)
+            with contextlib.suppress(OSError):  # a file system without modes (FAT, some network mounts)
+                os.chmod(p, mode)
 
 
 def _umask() -> int:
@@ -208,7 +210,7 @@ def _umask() -> int:
     except (OSError, ValueError, IndexError):
         pass
     with _UMASK_LOCK:
-        mask = os.umask(0o022)
+        mask = os.umask(0o077)  # the stricter while it is set: files made meanwhile stay private
         os.umask(mask)
     return mask
 
