@@ -95,11 +95,14 @@ stage_midpoints() {
 }
 
 stage_ablation() {
+  # the routers as make demo ships them (saved in float16, then make results): a row when that sweep exists
+  local shipped=(); [ -f runs/eval/smol3/results.json ] &&
+    shipped=(--row "6 LoRA + the same 2 routers as shipped (float16, make results)=runs/eval/smol3:hoe")
   $HOE ablation --out results/smol3-ablation --reference "6 LoRA (HoE-LoRA)" \
     --row "3 LoRA=$F/eval/lora3:hoe-lora" \
     --row "3 LoRA + 3 routers at the edge midpoints ($(cat $F/chosen.txt))=$F/eval/lora3-mid:hoe" \
     --row "6 LoRA (HoE-LoRA)=$F/eval/final:hoe-lora" \
-    --row "6 LoRA + 2 placed routers ($(cat $F/chosen.txt))=$F/eval/final:hoe"
+    --row "6 LoRA + 2 placed routers ($(cat $F/chosen.txt))=$F/eval/final:hoe" "${shipped[@]}"
 }
 
 stages=("$@")

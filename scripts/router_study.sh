@@ -8,6 +8,9 @@
 #   compare   one anchor (the first pick), five router objectives, same budget and seeds, then each router
 #             evaluated on the validation slice at every lattice point (points it does not reach are copies)
 #   ablation  one table of the five against HoE without routers (hoe ablation)
+#   omd       the chosen objective's router with OMD step size η = OMD_ETA (3: the authors' value) instead of
+#             30, same budget and seeds (at 30 the weights switch between objectives within a step or two and
+#             the router chases them); one table of the two (runs/study/omd/)
 #   longer    the chosen objective's router trained on, from its step-15 checkpoint to STEPS_LONG (45) steps,
 #             evaluated the same way; one table of 15 against STEPS_LONG steps (runs/study/longer/)
 # Stages are resumable: a finished router or point is kept. Usage: scripts/router_study.sh [STAGE...]
@@ -73,6 +76,20 @@ stage_ablation() {
   local rows=(--row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora")
   for v in "${VARIANTS[@]}"; do rows+=(--row "+ router, ${v%%:*}=$S/cmp-eval/${v%%:*}:hoe"); done
   $HOE ablation "${rows[@]}" --out $S/compare
+}
+
+stage_omd() {
+  local name; name=$(cat runs/final/chosen.txt 2>/dev/null || echo hypervolume)
+  local eta=${OMD_ETA:-3} opts
+  opts=$(printf '%s\n' "${VARIANTS[@]}" | sed -n "s/^$name://p")
+  local out=$S/cmp/$name-eta$eta resume=()
+  [ -d $S/cmp/.$name-eta$eta.partial ] && resume=(--resume)
+  [ -f $out/hoe_bundle.json ] || $HOE train-router --model $BUNDLE --anchor auto --placement $S/placement.json \
+    --out $out "${COMMON[@]}" --omd-step-size "$eta" $opts "${resume[@]}"  # the later --omd-step-size wins
+  $HOE evaluate --model $out --methods hoe "${EVAL[@]}" --out $S/cmp-eval/$name-eta$eta
+  $HOE ablation --row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora" \
+    --row "+ router, $name, OMD η 30=$S/cmp-eval/$name:hoe" \
+    --row "+ router, $name, OMD η $eta=$S/cmp-eval/$name-eta$eta:hoe" --out $S/omd
 }
 
 stage_longer() {
