@@ -11,6 +11,9 @@
 #   omd       the chosen objective's router with OMD step size η = OMD_ETA (3: the authors' value) instead of
 #             30, same budget and seeds (at 30 the weights switch between objectives within a step or two and
 #             the router chases them); one table of the two (runs/study/omd/)
+#   batch     the chosen objective's router with BATCH (32) prompts a step and about as many samples in all
+#             (8 steps instead of 15 × 16), same options otherwise; one table with the 16-prompt router
+#             (runs/study/batch/)
 #   longer    the chosen objective's router trained on, from its step-15 checkpoint to STEPS_LONG (45) steps,
 #             evaluated the same way; one table of 15 against STEPS_LONG steps (runs/study/longer/)
 # Stages are resumable: a finished router or point is kept. Usage: scripts/router_study.sh [STAGE...]
@@ -90,6 +93,21 @@ stage_omd() {
   $HOE ablation --row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora" \
     --row "+ router, $name, OMD η 30=$S/cmp-eval/$name:hoe" \
     --row "+ router, $name, OMD η $eta=$S/cmp-eval/$name-eta$eta:hoe" --out $S/omd
+}
+
+stage_batch() {
+  local name; name=$(cat runs/final/chosen.txt 2>/dev/null || echo hypervolume)
+  local batch=${BATCH:-32} opts
+  local steps=$(( (STEPS * 16 + batch - 1) / batch ))
+  opts=$(printf '%s\n' "${VARIANTS[@]}" | sed -n "s/^$name://p")
+  local out=$S/cmp/$name-batch$batch resume=()
+  [ -d $S/cmp/.$name-batch$batch.partial ] && resume=(--resume)
+  [ -f $out/hoe_bundle.json ] || $HOE train-router --model $BUNDLE --anchor auto --placement $S/placement.json \
+    --out $out "${COMMON[@]}" --batch-size "$batch" --steps "$steps" $opts "${resume[@]}"  # later flags win
+  $HOE evaluate --model $out --methods hoe "${EVAL[@]}" --out $S/cmp-eval/$name-batch$batch
+  $HOE ablation --row "HoE-LoRA (6 LoRA)=$S/cmp-eval/linear:hoe-lora" \
+    --row "+ router, $name, $STEPS steps x 16=$S/cmp-eval/$name:hoe" \
+    --row "+ router, $name, $steps steps x $batch=$S/cmp-eval/$name-batch$batch:hoe" --out $S/batch
 }
 
 stage_longer() {
