@@ -17,9 +17,9 @@ router only ever sees ``delta = B A``. So each fingerprint also carries a ``sket
     "sketch": {"modules": "<hash of names, ranks and shapes>", "norm2": sum_m ||B_m A_m||_F^2,
                "probes": [sum_m u_mk^T B_m A_m v_mk for k = 1..8]}
 
-computed in float64, with fixed ±1 probe vectors u_mk, v_mk (the top bits of numpy's PCG64 seeded by the
-module's name and k: a bit stream numpy keeps stable across releases, unlike torch's or numpy's normal
-draws). Each number is invariant to how the factors split a delta; each probe has spread √norm2 over the
+computed in float64, with fixed ±1 probe vectors u_mk, v_mk (row k of the top bits of numpy's PCG64 raw
+stream seeded by the module's name and side, ``NAME/u`` or ``NAME/v``: a bit stream numpy keeps stable across
+releases, unlike torch's or numpy's normal draws). Each number is invariant to how the factors split a delta; each probe has spread √norm2 over the
 draws. :func:`same_expert` accepts equal hashes, or, when the hashes differ, equal module layouts and every
 number within :data:`SKETCH_RTOL` (probes relative to √norm2). A float32 re-extraction moves them by ~1e-6;
 a random change of relative size ε moves each probe by ~ε√norm2, so ε = 1 % passes all eight with probability
